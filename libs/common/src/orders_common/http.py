@@ -1,0 +1,186 @@
+"""HTTP pieces both FastAPI services share: the envelope, error handling, limits, health."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .models import ErrorEnvelope, utc_now
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BodySizeLimit",
+    "Check",
+    "envelope",
+    "field_errors",
+    "health_router",
+    "install_common",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+RETRY_AFTER_SECONDS = 1
+
+Check = Callable[[], Awaitable[object]]
+
+
+def envelope(
+    message: str,
+    data: Any = None,
+    *,
+    status_code: int = 200,
+    success: bool | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """The tutorial's envelope as a response; `data` must already be JSON-ready."""
+    body = {
+        "success": status_code < 400 if success is None else success,
+        "message": message,
+        "data": data,
+        "timestamp": utc_now(),
+        **extra,
+    }
+    return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
+
+
+def field_errors(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
+    """Pydantic's errors as `{field, reason}` pairs a client can show next to its inputs."""
+    errors = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+        reason = str(error.get("msg", "invalid"))
+        if error.get("type") == "extra_forbidden":
+            reason = "unknown field"
+        elif error.get("type") == "json_invalid":
+            loc, reason = [], f"malformed JSON: {error.get('ctx', {}).get('error', 'invalid')}"
+        errors.append({"field": ".".join(loc) or "body", "reason": reason})
+    return errors
+
+
+def validation_failed(exc: ValidationError | RequestValidationError) -> Response:
+    return envelope("Validation failed", status_code=400, errors=field_errors(exc))
+
+
+def unavailable(message: str) -> Response:
+    return envelope(message, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class BodySizeLimit:
+    """Answers 413 to a request body over the limit, declared or streamed, before the app reads it."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is None:
+                return await receive()
+            message, body = body, None
+            return message
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = envelope(f"Request body is larger than {self.limit // 1024} KiB", status_code=413)
+        await response(scope, receive, send)
+
+
+def install_common(app: FastAPI, cors_origins: str = "") -> None:
+    """Error handlers that keep every answer in the envelope, the body limit and CORS."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return envelope(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return validation_failed(exc)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_down(request: Request, exc: Exception) -> Response:
+        log.warning("redis unavailable: %s", exc)
+        return unavailable("The order store is unavailable; try again shortly")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return envelope("Internal server error", status_code=500)
+
+    app.add_middleware(BodySizeLimit)
+    origins = [o.strip() for o in cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["Location", "Retry-After"],
+        )
+
+
+def health_router(checks: Mapping[str, Check], timeout: float = 2.0) -> APIRouter:
+    """`/health/live` (the process answers) and `/health/ready` (every dependency answers)."""
+    router = APIRouter(prefix="/health", tags=["health"])
+
+    @router.get("/live", summary="The process is up")
+    async def live() -> Response:
+        return envelope("live", {"status": "live"})
+
+    @router.get(
+        "/ready",
+        summary="Every dependency answers",
+        responses={503: {"model": ErrorEnvelope, "description": "A dependency does not answer"}},
+    )
+    async def ready() -> Response:
+        names: Sequence[str] = list(checks)
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(checks[name](), timeout) for name in names), return_exceptions=True
+        )
+        status = {
+            name: "ok" if not isinstance(outcome, BaseException) else f"down: {outcome!r}"
+            for name, outcome in zip(names, outcomes, strict=True)
+        }
+        if all(value == "ok" for value in status.values()):
+            return envelope("ready", status)
+        return envelope("not ready", status, status_code=503, headers={"Retry-After": "1"})
+
+    return router

@@ -1,0 +1,38 @@
+"""Redis key names of the read model; nothing else spells them."""
+
+from dataclasses import dataclass
+
+__all__ = ["Keys"]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix (tests give each their own)."""
+
+    prefix: str = ""
+
+    def order(self, order_id: str) -> str:
+        """Hash: the order's fields, as the API returns them."""
+        return f"{self.prefix}order:{order_id}"
+
+    def history(self, order_id: str) -> str:
+        """List: one JSON entry per transition, oldest first."""
+        return f"{self.prefix}order:{order_id}:history"
+
+    @property
+    def all_orders(self) -> str:
+        """Sorted set: every order id, score 0, so ids sort by text (UUIDv7: by time)."""
+        return f"{self.prefix}orders:all"
+
+    def by_user(self, user_id: int) -> str:
+        """Sorted set like all_orders, one user's orders."""
+        return f"{self.prefix}orders:user:{user_id}"
+
+    def by_status(self, status: str) -> str:
+        """Sorted set like all_orders, the orders now in a status."""
+        return f"{self.prefix}orders:status:{status}"
+
+    @property
+    def updates(self) -> str:
+        """Stream: one entry per transition, capped in length, for live clients."""
+        return f"{self.prefix}orders:updates"

@@ -1,0 +1,202 @@
+"""Wire models: what clients send and get back, in the tutorial's camelCase JSON."""
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "MAX_PRICE",
+    "MAX_USER_ID",
+    "Amount",
+    "Envelope",
+    "ErrorDetail",
+    "ErrorEnvelope",
+    "HistoryEntry",
+    "ListEnvelope",
+    "Money",
+    "Order",
+    "OrderCreate",
+    "OrderStatus",
+    "Page",
+    "new_order_id",
+    "total_amount",
+    "utc_now",
+]
+
+CENT = Decimal("0.01")
+MAX_PRICE = Decimal("1000000000")
+"""Highest accepted price. With quantity <= 1000 every total stays below 2**53 cents,
+so the JSON number a client reads is exactly the decimal we computed."""
+MAX_USER_ID = 2**53 - 1
+"""Largest integer a JavaScript client can hold exactly."""
+
+
+class OrderStatus(StrEnum):
+    PLACED = "PLACED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (OrderStatus.COMPLETED, OrderStatus.CANCELLED, OrderStatus.FAILED)
+
+
+def utc_now() -> str:
+    """The current time as the tutorial writes it: ISO 8601, milliseconds, `Z`."""
+    now = datetime.now(UTC)
+    return f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z"
+
+
+def new_order_id() -> str:
+    """A UUIDv7: its text sorts by creation time, which the Redis indexes rely on."""
+    unix_ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (unix_ms & (2**48 - 1)) << 80
+        | 0x7 << 76
+        | (rand >> 68 & 0xFFF) << 64
+        | 0b10 << 62
+        | rand & (2**62 - 1)
+    )
+    return str(uuid.UUID(int=value))
+
+
+def total_amount(price: Decimal, quantity: int) -> Decimal:
+    """price x quantity in exact decimal arithmetic, rounded half-up to cents."""
+    return (price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _printable(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Amount = Annotated[
+    Decimal,
+    # A JSON number, as in the tutorial; exact because of MAX_PRICE.
+    PlainSerializer(float, return_type=float, when_used="json"),
+]
+"""An exact decimal amount that goes out as a JSON number."""
+
+Money = Annotated[Amount, Field(ge=CENT, le=MAX_PRICE, decimal_places=2, allow_inf_nan=False)]
+"""An amount of money: exact decimal, at least 0.01, at most two decimals."""
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+
+class OrderCreate(WireModel):
+    """The body of `POST /api/orders`, validated as the tutorial did."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        validate_by_name=False,
+        json_schema_extra={
+            "examples": [{"userId": 1, "productName": "Gaming Laptop", "quantity": 2, "price": 1299.99}]
+        },
+    )
+
+    user_id: int = Field(ge=1, le=MAX_USER_ID, description="The customer placing the order.")
+    product_name: Annotated[str, AfterValidator(_printable)] = Field(
+        min_length=1, max_length=200, description="1 to 200 characters."
+    )
+    quantity: int = Field(ge=1, le=1000, description="1 to 1000 items.")
+    price: Money = Field(description="Unit price, 0.01 or more, at most two decimals.")
+
+
+class Order(WireModel):
+    """An order as clients read it."""
+
+    order_id: str
+    user_id: int
+    product_name: str
+    quantity: int
+    price: Money
+    total_amount: Amount
+    status: OrderStatus
+    created_at: str
+    processed_at: str | None = None
+    completed_at: str | None = None
+    cancelled_at: str | None = None
+    failed_at: str | None = None
+    version: int = Field(ge=1, description="How many transitions the order has been through.")
+
+    @classmethod
+    def place(cls, request: OrderCreate) -> "Order":
+        """A new order, accepted now, from a validated request."""
+        return cls(
+            order_id=new_order_id(),
+            user_id=request.user_id,
+            product_name=request.product_name,
+            quantity=request.quantity,
+            price=request.price,
+            total_amount=total_amount(request.price, request.quantity),
+            status=OrderStatus.PLACED,
+            created_at=utc_now(),
+            version=1,
+        )
+
+
+class HistoryEntry(WireModel):
+    """One transition of an order."""
+
+    status: OrderStatus
+    at: str
+    version: int
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    reason: str
+
+
+class Page(WireModel):
+    limit: int
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+T = TypeVar("T")
+
+
+class Envelope(WireModel, Generic[T]):
+    """The tutorial's response envelope."""
+
+    success: bool
+    message: str
+    data: T | None = None
+    timestamp: str
+
+
+class ListEnvelope(Envelope[list[T]], Generic[T]):
+    page: Page
+
+
+class ErrorEnvelope(Envelope[None]):
+    errors: list[ErrorDetail] | None = None

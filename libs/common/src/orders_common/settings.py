@@ -1,0 +1,43 @@
+"""Configuration: environment variables, read by pydantic-settings.
+
+Every variable any service reads is declared here, once. Each service's
+settings class picks the groups it needs; README.md lists them all.
+"""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["HttpSettings", "KafkaSettings", "LogSettings", "RedisSettings"]
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+
+class LogSettings(_Base):
+    log_level: str = Field("INFO", description="Python log level of the service.")
+
+
+class KafkaSettings(_Base):
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="Kafka brokers, comma separated.")
+    kafka_orders_topic: str = Field("orders", description="Topic of order events.")
+    kafka_dlq_topic: str = Field("orders.dlq", description="Topic of messages that can never be processed.")
+    kafka_topic_partitions: int = Field(
+        6, ge=1, description="Partitions of the topics when they are created."
+    )
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="Replicas of the topics when they are created."
+    )
+
+
+class RedisSettings(_Base):
+    redis_url: str = Field("redis://localhost:6379/0", description="The read model's Redis.")
+    redis_key_prefix: str = Field("", description="Prefix of every Redis key (to share one Redis).")
+    redis_stream_maxlen: int = Field(
+        100_000, ge=1000, description="Approximate length cap of the update stream."
+    )
+
+
+class HttpSettings(_Base):
+    bind_host: str = Field("127.0.0.1", description="Address the HTTP servers listen on.")
+    cors_origins: str = Field("", description="Origins allowed by CORS, comma separated (`*` for any).")

@@ -1,0 +1,1 @@
+"""Order ingest API: validates orders, publishes them to Kafka, answers once Kafka has them."""

@@ -1,0 +1,24 @@
+from functools import lru_cache
+
+from pydantic import Field
+
+from orders_common.settings import HttpSettings, KafkaSettings, LogSettings
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(KafkaSettings, HttpSettings, LogSettings):
+    api_port: int = Field(8000, description="Port of the ingest API.")
+    api_workers: int = Field(1, ge=1, description="uvicorn worker processes of the ingest API.")
+    query_public_url: str = Field(
+        "http://localhost:8001", description="Base URL of the query service, for `Location` headers."
+    )
+    kafka_send_timeout_ms: int = Field(
+        5000, ge=100, description="Longest wait for Kafka's acknowledgment before answering 503."
+    )
+    kafka_linger_ms: int = Field(0, ge=0, description="Producer linger: wait this long to batch sends.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,64 @@
+"""`python -m orders_processor`: consume until SIGTERM or SIGINT, then drain and commit."""
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+import uvloop
+from redis.asyncio import Redis
+
+from orders_common.keys import Keys
+from orders_common.serving import configure_logging
+from orders_common.store import OrderStore
+
+from .health import HealthServer, create_health_app
+from .settings import Settings, get_settings
+from .worker import Worker
+
+log = logging.getLogger("orders_processor")
+
+
+async def run(settings: Settings) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    worker = Worker(
+        settings, OrderStore(redis, Keys(settings.redis_key_prefix), settings.redis_stream_maxlen)
+    )
+    health = HealthServer(
+        uvicorn.Config(
+            create_health_app(worker),
+            host=settings.bind_host,
+            port=settings.processor_port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    health_task = asyncio.create_task(health.serve())
+    try:
+        log.info(
+            "processor starting: group %s, topic %s, delay %d ms",
+            settings.kafka_consumer_group,
+            settings.kafka_orders_topic,
+            settings.processing_delay_ms,
+        )
+        await worker.run(stopping)
+    finally:
+        health.should_exit = True
+        await health_task
+        await redis.aclose()
+        log.info("processor stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvloop.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The processor's small HTTP side: health checks and Prometheus metrics."""
+
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.responses import PlainTextResponse
+
+from orders_common.http import health_router, install_common
+
+from .worker import Worker
+
+__all__ = ["HealthServer", "create_health_app"]
+
+
+def create_health_app(worker: Worker) -> FastAPI:
+    app = FastAPI(title="Order processor", version="0.1.0", docs_url=None, redoc_url=None)
+    install_common(app)
+    app.include_router(health_router({"kafka+redis": worker.ready}))
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def metrics() -> str:
+        m = worker.metrics
+        counters = {
+            "orders_received_total": ("counter", m.received, "Records taken from Kafka."),
+            "orders_completed_total": ("counter", m.completed, "Orders this process completed."),
+            "orders_replayed_total": ("counter", m.replayed, "Records whose work was already done."),
+            "orders_dead_lettered_total": ("counter", m.dead_lettered, "Records sent to the DLQ."),
+            "orders_retries_total": ("counter", m.retries, "Retries after transient errors."),
+            "orders_commits_total": ("counter", m.commits, "Offset commits."),
+            "orders_commit_failures_total": ("counter", m.commit_failures, "Failed commits."),
+            "orders_in_flight": ("gauge", m.in_flight, "Records being processed now."),
+            "orders_assigned_partitions": ("gauge", len(m.assigned), "Partitions owned now."),
+        }
+        lines = []
+        for name, (kind, value, text) in counters.items():
+            lines += [f"# HELP processor_{name} {text}", f"# TYPE processor_{name} {kind}"]
+            lines.append(f"processor_{name} {value}")
+        return "\n".join(lines) + "\n"
+
+    return app
+
+
+class HealthServer(uvicorn.Server):
+    """uvicorn inside the worker's event loop; the worker, not uvicorn, owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -1,0 +1,44 @@
+"""Which offset of a partition may be committed: the end of the contiguous processed prefix.
+
+Orders finish out of order (one order's delay never holds up another), but a
+commit says "everything before this offset is done". Committing only the
+contiguous prefix means a crash re-delivers unfinished orders and never skips one.
+"""
+
+from collections import deque
+
+__all__ = ["PartitionOffsets"]
+
+
+class PartitionOffsets:
+    """Offsets of one partition handed out for processing, in the order they arrived."""
+
+    def __init__(self) -> None:
+        self._pending: deque[int] = deque()
+        self._done: set[int] = set()
+        self._next: int | None = None  # the offset to commit: first one not yet processed
+        self._committed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def started(self, offset: int) -> None:
+        if self._pending and offset <= self._pending[-1]:
+            raise ValueError(f"offset {offset} arrived after {self._pending[-1]}")
+        self._pending.append(offset)
+
+    def finished(self, offset: int) -> None:
+        self._done.add(offset)
+        pending, done = self._pending, self._done
+        while pending and pending[0] in done:
+            done.discard(head := pending.popleft())
+            self._next = head + 1
+
+    def to_commit(self) -> int | None:
+        """The offset to commit now, or None when nothing new is ready."""
+        if self._next is None or self._next == self._committed:
+            return None
+        return self._next
+
+    def committed(self, offset: int) -> None:
+        self._committed = offset

@@ -1,0 +1,29 @@
+from functools import lru_cache
+
+from pydantic import Field
+
+from orders_common.settings import HttpSettings, KafkaSettings, LogSettings, RedisSettings
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings):
+    processor_port: int = Field(8002, description="Port of the processor's health and metrics.")
+    kafka_consumer_group: str = Field("orders-processor", description="Consumer group of the processors.")
+    processing_delay_ms: int = Field(
+        200, ge=0, description="Simulated work between PROCESSING and COMPLETED, as in the tutorial."
+    )
+    processor_max_in_flight: int = Field(
+        5000, ge=1, description="Orders one processor works on at once; fetching pauses beyond."
+    )
+    processor_commit_interval_ms: int = Field(
+        200, ge=10, description="How often processed offsets are committed."
+    )
+    processor_drain_timeout_ms: int = Field(
+        20_000, ge=0, description="On shutdown or rebalance: how long in-flight orders may finish."
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,305 @@
+"""The consumer-group worker.
+
+For every `order.placed` event it writes PLACED, then PROCESSING, waits the
+processing delay and writes COMPLETED, each transition one atomic Redis script.
+
+- Concurrency: every record is its own task, up to `processor_max_in_flight`
+  at once; records with the same key (one order) run one after another, so
+  one order's events stay in order while its delay holds up no other order.
+- At least once, never skipping: offsets are committed explicitly, and only
+  the contiguous prefix of a partition whose records are fully written
+  (see offsets.py). A crash re-delivers; replays change nothing because each
+  transition is idempotent in Redis.
+- Transient Redis or Kafka errors are retried with backoff, forever: a record
+  is never committed before it is written.
+- Records that can never be processed (not JSON, wrong schema, unknown type)
+  go to the dead-letter topic with the reason in headers, and the partition
+  moves on.
+- Rebalance and shutdown: in-flight records of the partitions being given up
+  get `processor_drain_timeout_ms` to finish, what finished is committed, the
+  rest is abandoned uncommitted for the next owner.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from orders_common.events import EventError, decode_event
+from orders_common.kafka import ensure_topics, new_producer, stop_bounded
+from orders_common.models import Order, OrderStatus
+from orders_common.store import OrderStore
+
+from .offsets import PartitionOffsets
+from .settings import Settings
+
+__all__ = ["Metrics", "Worker"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Record = ConsumerRecord[bytes, bytes]
+_TRANSIENT = (RedisError, KafkaError, OSError)
+_MAX_BACKOFF = 5.0
+
+
+@dataclass
+class Metrics:
+    received: int = 0
+    completed: int = 0
+    replayed: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    in_flight: int = 0
+    assigned: set[TopicPartition] = field(default_factory=set)
+
+
+class Worker:
+    def __init__(self, settings: Settings, store: OrderStore) -> None:
+        self._settings = settings
+        self._store = store
+        self._delay = settings.processing_delay_ms / 1000
+        self._max_in_flight = settings.processor_max_in_flight
+        self._drain_timeout = settings.processor_drain_timeout_ms / 1000
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: AIOKafkaProducer | None = None
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
+        self._room = asyncio.Event()
+        self._room.set()
+        self.metrics = Metrics()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until `stopping` is set, then drain, commit and leave the group."""
+        s = self._settings
+        await self._until_stopped(stopping, partial(ensure_topics, s), "create topics")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            group_id=s.kafka_consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        consumer.subscribe([s.kafka_orders_topic], listener=_Rebalance(self))
+        dlq = new_producer(s)
+        self._consumer, self._dlq = consumer, dlq
+        committer: asyncio.Task[None] | None = None
+        try:
+            await self._until_stopped(stopping, consumer.start, "join the consumer group")
+            await self._until_stopped(stopping, dlq.start, "start the dead-letter producer")
+            committer = asyncio.create_task(self._commit_periodically())
+            await self._consume(consumer, stopping)
+        finally:
+            log.info("stopping: draining %d in-flight orders", self.metrics.in_flight)
+            await self._release(set(self._offsets))
+            if committer is not None:
+                committer.cancel()
+            await stop_bounded(consumer.stop(), "consumer stop")
+            await stop_bounded(dlq.stop(), "dead-letter producer stop")
+
+    async def ready(self) -> None:
+        """Readiness: Kafka answers a metadata request and Redis a PING."""
+        if self._consumer is None:
+            raise RuntimeError("consumer not started")
+        await self._consumer.topics()
+        await self._store.redis.ping()
+
+    async def _consume(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            if self.metrics.in_flight >= self._max_in_flight:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 0.1)
+                continue
+            batches = await consumer.getmany(
+                timeout_ms=100, max_records=self._max_in_flight - self.metrics.in_flight
+            )
+            for tp, records in batches.items():
+                for record in records:
+                    self._start(tp, record)
+
+    async def _until_stopped(
+        self, stopping: asyncio.Event, step: Callable[[], Awaitable[object]], what: str
+    ) -> None:
+        """Retry a start-up step with backoff until it works (Kafka may come up later)."""
+        backoff = 0.2
+        while True:
+            try:
+                await step()
+                return
+            except _TRANSIENT as exc:
+                if stopping.is_set():
+                    raise
+                log.warning("cannot %s yet (%r); retrying in %.1fs", what, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    # -- one record ----------------------------------------------------------
+
+    def _start(self, tp: TopicPartition, record: Record) -> None:
+        tracker = self._offsets.setdefault(tp, PartitionOffsets())
+        tracker.started(record.offset)
+        key = (tp, record.key) if record.key is not None else None
+        previous = self._tails.get(key) if key else None
+        task = asyncio.create_task(self._handle(record, previous, tracker))
+        if key:
+            self._tails[key] = task
+        self._tasks.setdefault(tp, set()).add(task)
+        self.metrics.received += 1
+        self.metrics.in_flight += 1
+        if self.metrics.in_flight >= self._max_in_flight:
+            self._room.clear()
+        task.add_done_callback(partial(self._done, tp, key))
+
+    def _done(
+        self, tp: TopicPartition, key: tuple[TopicPartition, bytes] | None, task: asyncio.Task[None]
+    ) -> None:
+        self._tasks.get(tp, set()).discard(task)
+        if key and self._tails.get(key) is task:
+            del self._tails[key]
+        self.metrics.in_flight -= 1
+        self._room.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("order task failed", exc_info=exc)
+
+    async def _handle(
+        self, record: Record, previous: asyncio.Task[None] | None, tracker: PartitionOffsets
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # the same order's earlier event goes first
+        await self._retrying(self._process, record)
+        tracker.finished(record.offset)
+
+    async def _process(self, record: Record) -> None:
+        try:
+            event = decode_event(record.value)
+            if record.key is not None and record.key != event.subject.encode():
+                raise EventError("record key differs from the event's subject")
+        except EventError as exc:
+            await self._dead_letter(record, str(exc))
+            return
+        await self.advance(event.data.to_order())
+
+    async def advance(self, order: Order) -> None:
+        """Drive one order as far as it goes: PLACED, PROCESSING, (delay), COMPLETED.
+
+        Safe to repeat at any point: each step is applied at most once, so a
+        replayed event resumes where the order stands and adds no history.
+        """
+        store = self._store
+        status = (await store.create(order)).status
+        if status is OrderStatus.PLACED:
+            status = (await store.transition(order.order_id, OrderStatus.PROCESSING)).status
+        if status is OrderStatus.PROCESSING:
+            if self._delay:
+                await asyncio.sleep(self._delay)
+            result = await store.transition(order.order_id, OrderStatus.COMPLETED)
+            if result.applied:
+                self.metrics.completed += 1
+                return
+        self.metrics.replayed += 1
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        assert self._dlq is not None
+        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+        headers = [
+            ("dlq.reason", reason.encode()),
+            ("dlq.topic", record.topic.encode()),
+            ("dlq.partition", str(record.partition).encode()),
+            ("dlq.offset", str(record.offset).encode()),
+            *record.headers,
+        ]
+        delivery = await self._dlq.send(
+            self._settings.kafka_dlq_topic, record.value, key=record.key, headers=headers
+        )
+        await delivery
+        self.metrics.dead_lettered += 1
+
+    async def _retrying(self, step: Callable[[Record], Awaitable[T]], record: Record) -> T:
+        backoff = 0.05
+        while True:
+            try:
+                return await step(record)
+            except _TRANSIENT as exc:
+                self.metrics.retries += 1
+                log.warning(
+                    "retrying %s[%d]@%d in %.2fs: %r",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    backoff,
+                    exc,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    # -- commits and rebalances ----------------------------------------------
+
+    async def _commit_periodically(self) -> None:
+        interval = self._settings.processor_commit_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit, per partition, the end of the contiguous prefix of finished records."""
+        if self._consumer is None:
+            return
+        ready = {
+            tp: (tracker, offset)
+            for tp, tracker in list(self._offsets.items())
+            if (only is None or tp in only) and (offset := tracker.to_commit()) is not None
+        }
+        if not ready:
+            return
+        try:
+            await self._consumer.commit({tp: offset for tp, (_, offset) in ready.items()})
+        except KafkaError as exc:
+            # A rebalance took the partitions; their next owner re-processes (idempotently).
+            self.metrics.commit_failures += 1
+            log.warning("commit failed: %r", exc)
+            return
+        for tracker, offset in ready.values():
+            tracker.committed(offset)
+        self.metrics.commits += 1
+
+    async def _release(self, partitions: set[TopicPartition]) -> None:
+        """Give up partitions: let their in-flight records finish (bounded), commit, forget."""
+        tasks = {task for tp in partitions for task in self._tasks.get(tp, ())}
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=self._drain_timeout)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                log.warning("abandoned %d unfinished orders (not committed)", len(unfinished))
+        await self._commit(partitions)
+        for tp in partitions:
+            self._offsets.pop(tp, None)
+            self._tasks.pop(tp, None)
+        self.metrics.assigned -= partitions
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("partitions revoked: %s", sorted(revoked))
+            await self._worker._release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(assigned))
+        self._worker.metrics.assigned |= set(assigned)

@@ -1,0 +1,1 @@
+"""Order read API over the Redis read model."""
