@@ -1,0 +1,76 @@
+"""Fixtures for every test: real Kafka and Redis, started once per session when a test needs them.
+
+Tests that use them carry the `kafka` or `redis` marker and get their own
+topic, consumer group and Redis key prefix (a uuid), so they never see each
+other's data. Everything started here is stopped at the end of the session,
+also when tests fail (and, through PR_SET_PDEATHSIG, if pytest itself dies).
+"""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from orders_common.keys import Keys
+from orders_common.models import Order, OrderCreate
+from orders_common.store import OrderStore
+from orders_stack import Infra
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """Kafka (KRaft) and Redis on free loopback ports, for the whole session."""
+    data_dir = Path(os.environ.get("TEST_DATA_DIR") or tmp_path_factory.mktemp("infra"))
+    with Infra(data_dir, kafka_port=0, redis_port=0) as running:
+        yield running
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh name part for this test's topic, group and key prefix."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def test_env(infra: Infra, unique: str) -> dict[str, str]:
+    """The environment variables that point a service at this test's own slice of the infra."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+        "KAFKA_ORDERS_TOPIC": f"orders-{unique}",
+        "KAFKA_DLQ_TOPIC": f"orders-{unique}.dlq",
+        "KAFKA_CONSUMER_GROUP": f"processor-{unique}",
+        "REDIS_URL": infra.redis_url,
+        "REDIS_KEY_PREFIX": f"test:{unique}:",
+    }
+
+
+@pytest.fixture
+async def redis_client(infra: Infra) -> AsyncIterator["Redis"]:
+    client = Redis.from_url(infra.redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def store(redis_client: "Redis", test_env: dict[str, str]) -> OrderStore:
+    """The read model under this test's own key prefix."""
+    return OrderStore(redis_client, Keys(test_env["REDIS_KEY_PREFIX"]))
+
+
+def make_order(
+    user_id: int = 1, name: str = "Gaming Laptop", quantity: int = 2, price: str = "1299.99"
+) -> Order:
+    """A freshly placed, valid order."""
+    body = f'{{"userId": {user_id}, "productName": "{name}", "quantity": {quantity}, "price": {price}}}'
+    return Order.place(OrderCreate.model_validate_json(body))
+
+
+@pytest.fixture
+def new_order() -> Callable[..., Order]:
+    """`new_order(user_id=...)` makes a freshly placed order."""
+    return make_order

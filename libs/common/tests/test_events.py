@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from orders_common.events import ORDER_PLACED, EventError, decode_event, encode_placed
+from orders_common.models import Order, OrderCreate
+
+
+def an_order() -> Order:
+    body = b'{"userId": 7, "productName": "Desk", "quantity": 3, "price": 19.99}'
+    return Order.place(OrderCreate.model_validate_json(body))
+
+
+def test_placed_event_is_a_cloudevent_with_the_order() -> None:
+    order = an_order()
+    raw = encode_placed(order)
+    envelope = json.loads(raw)
+    assert envelope["specversion"] == "1.0"
+    assert envelope["type"] == ORDER_PLACED
+    assert envelope["subject"] == order.order_id
+    assert envelope["datacontenttype"] == "application/json"
+    assert {"id", "source", "time"} <= set(envelope)
+    assert envelope["data"]["totalAmount"] == 59.97
+    assert decode_event(raw).data.to_order() == order
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "empty"),
+        (b"not json", "invalid event"),
+        (b"[1, 2]", "invalid event"),
+        (b'{"specversion": "1.0"}', "invalid event"),
+    ],
+)
+def test_messages_that_can_never_be_processed_say_why(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(EventError, match=reason):
+        decode_event(raw)
+
+
+def test_unknown_event_type_and_mismatched_subject_are_rejected() -> None:
+    envelope = json.loads(encode_placed(an_order()))
+    with pytest.raises(EventError, match="type"):
+        decode_event(json.dumps({**envelope, "type": "order.exploded"}).encode())
+    with pytest.raises(EventError, match="subject"):
+        decode_event(json.dumps({**envelope, "subject": "someone-else"}).encode())

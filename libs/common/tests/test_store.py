@@ -1,0 +1,124 @@
+"""The read model against a real Redis: atomic, idempotent transitions and paginated indexes."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from orders_common.models import Order
+from orders_common.models import OrderStatus as S
+from orders_common.store import InvalidCursor, OrderStore
+
+pytestmark = pytest.mark.redis
+
+NewOrder = Callable[..., Order]
+
+
+async def snapshot(store: OrderStore, order: Order) -> tuple[Any, ...]:
+    """Everything the store keeps about one order."""
+    r: Redis = store.redis
+    k = store.keys
+    statuses = {s for s in S if await r.zscore(k.by_status(s), order.order_id) is not None}
+    return (
+        await r.hgetall(k.order(order.order_id)),
+        await r.lrange(k.history(order.order_id), 0, -1),
+        statuses,
+        await r.xlen(k.updates),
+    )
+
+
+async def test_create_is_idempotent(store: OrderStore, new_order: NewOrder) -> None:
+    order = new_order()
+    first = await store.create(order)
+    assert (first.applied, first.status, first.version) == (True, S.PLACED, 1)
+    before = await snapshot(store, order)
+    again = await store.create(order)
+    assert (again.applied, again.status, again.version) == (False, S.PLACED, 1)
+    assert await snapshot(store, order) == before
+    assert await store.get(order.order_id) == order
+
+
+async def test_lifecycle_records_times_history_and_stream(store: OrderStore, new_order: NewOrder) -> None:
+    order = new_order()
+    await store.create(order)
+    assert (await store.transition(order.order_id, S.PROCESSING)).version == 2
+    assert (await store.transition(order.order_id, S.COMPLETED)).version == 3
+    done = await store.get(order.order_id)
+    assert done is not None
+    assert done.status is S.COMPLETED
+    assert done.version == 3
+    assert done.created_at <= (done.processed_at or "") <= (done.completed_at or "")
+    history = await store.history(order.order_id)
+    assert [(h.status, h.version) for h in history] == [(S.PLACED, 1), (S.PROCESSING, 2), (S.COMPLETED, 3)]
+    updates: Any = await store.redis.xrange(store.keys.updates)
+    assert [u["status"] for _, u in updates] == ["PLACED", "PROCESSING", "COMPLETED"]
+    assert (await snapshot(store, order))[2] == {S.COMPLETED}
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ([], S.COMPLETED),  # PLACED cannot skip PROCESSING
+        ([S.PROCESSING], S.CANCELLED),  # too late to cancel
+        ([S.PROCESSING], S.PROCESSING),  # already applied
+        ([S.PROCESSING, S.COMPLETED], S.FAILED),  # final
+        ([S.CANCELLED], S.PROCESSING),  # final
+    ],
+)
+async def test_refused_transitions_change_nothing(
+    store: OrderStore, new_order: NewOrder, path: list[S], refused: S
+) -> None:
+    order = new_order()
+    await store.create(order)
+    for status in path:
+        assert (await store.transition(order.order_id, status)).applied
+    before = await snapshot(store, order)
+    result = await store.transition(order.order_id, refused)
+    assert not result.applied
+    assert result.status is (path[-1] if path else S.PLACED)
+    assert await snapshot(store, order) == before
+
+
+async def test_unknown_order(store: OrderStore) -> None:
+    result = await store.transition("00000000-0000-7000-8000-000000000000", S.PROCESSING)
+    assert (result.applied, result.status) == (False, None)
+    assert await store.get("00000000-0000-7000-8000-000000000000") is None
+
+
+async def test_racing_transitions_apply_once(store: OrderStore, new_order: NewOrder) -> None:
+    order = new_order()
+    await store.create(order)
+    results = await asyncio.gather(
+        *(store.transition(order.order_id, s) for s in [S.PROCESSING, S.CANCELLED] * 25)
+    )
+    assert sum(r.applied for r in results) == 1
+    history = await store.history(order.order_id)
+    assert len(history) == 2
+    assert len((await snapshot(store, order))[2]) == 1  # in exactly one status index
+
+
+async def test_pages_are_newest_first_and_complete(store: OrderStore, new_order: NewOrder) -> None:
+    orders = [new_order(user_id=42) for _ in range(7)]
+    for order in orders:
+        await store.create(order)
+    await store.create(new_order(user_id=43))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = await store.page(store.keys.by_user(42), 3, cursor)
+        seen += [o.order_id for o in page]
+        assert len(page) <= 3
+        if cursor is None:
+            break
+    assert seen == sorted((o.order_id for o in orders), reverse=True)
+    all_page, last = await store.page(store.keys.all_orders, 100)
+    assert len(all_page) == 8
+    assert last is None
+
+
+async def test_an_empty_index_and_a_foreign_cursor(store: OrderStore) -> None:
+    assert await store.page(store.keys.by_user(999), 10) == ([], None)
+    with pytest.raises(InvalidCursor):
+        await store.page(store.keys.all_orders, 10, "not-a-cursor!")
