@@ -1,0 +1,61 @@
+"""The e2e suite talks to a running stack over HTTP only.
+
+Point it at any stack (for example `docker compose up`) with
+E2E_API_URL and E2E_QUERY_URL; without them it starts the stack itself as
+local processes on free loopback ports, and stops it at the end.
+"""
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+
+@dataclass(frozen=True)
+class Urls:
+    api: str
+    query: str
+
+
+@pytest.fixture(scope="session")
+def urls(request: pytest.FixtureRequest) -> Iterator[Urls]:
+    api, query = os.environ.get("E2E_API_URL"), os.environ.get("E2E_QUERY_URL")
+    if api and query:
+        yield Urls(api.rstrip("/"), query.rstrip("/"))
+        return
+    from orders_stack import Stack
+
+    infra = request.getfixturevalue("infra")
+    unique = uuid.uuid4().hex[:12]
+    env = {
+        "KAFKA_ORDERS_TOPIC": f"orders-e2e-{unique}",
+        "KAFKA_DLQ_TOPIC": f"orders-e2e-{unique}.dlq",
+        "KAFKA_CONSUMER_GROUP": f"processor-e2e-{unique}",
+        "REDIS_KEY_PREFIX": f"e2e:{unique}:",
+        "PROCESSING_DELAY_MS": "200",
+    }
+    with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
+        yield Urls(stack.api_url, stack.query_url)
+
+
+@pytest.fixture
+async def api(urls: Urls) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=urls.api, timeout=30, limits=limits) as client:
+        yield client
+
+
+@pytest.fixture
+async def query(urls: Urls) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=urls.query, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def user_id() -> int:
+    """A user no other test (or earlier run against the same stack) has used."""
+    return 10**9 + secrets.randbelow(10**12)
