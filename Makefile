@@ -60,6 +60,12 @@ deps: install kafka-jars redis-server ## Everything `up` and `test` need
 up: deps ## Run Kafka, Redis, api, processor and query as local processes (Ctrl-C stops all)
 	$(BIN)/python -m orders_stack
 
+.PHONY: watch-orders
+watch-orders: kafka-jars ## Print every event on the orders topic, key and time first (Ctrl-C stops)
+	java -Dlog4j2.level=warn -cp '$(KAFKA_LIBS)/*' org.apache.kafka.tools.consumer.ConsoleConsumer \
+	  --bootstrap-server $${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092} --topic $${KAFKA_ORDERS_TOPIC:-orders} \
+	  --from-beginning --property print.key=true --property print.timestamp=true
+
 .PHONY: lint
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .

@@ -99,7 +99,9 @@ async def test_unknown_order_is_a_404_envelope(query: httpx.AsyncClient) -> None
     assert body["timestamp"].endswith("Z")
 
 
-async def test_pagination_across_pages(api: httpx.AsyncClient, query: httpx.AsyncClient, user_id: int) -> None:
+async def test_pagination_across_pages(
+    api: httpx.AsyncClient, query: httpx.AsyncClient, user_id: int
+) -> None:
     ids = []
     for n in range(7):
         response = await api.post("/api/orders", json=an_order(user_id, quantity=n + 1))

@@ -136,9 +136,11 @@ def test_dockerfile_lints_clean_runs_unprivileged_and_uses_the_pins(service: str
     result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     text = dockerfile.read_text()
-    assert "PIP_CONSTRAINT=/src/constraints.txt" in text and "COPY constraints.txt" in text
+    assert "PIP_CONSTRAINT=/src/constraints.txt" in text
+    assert "COPY constraints.txt" in text
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
-    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert users
+    assert users[-1].split(":")[0] not in ("root", "0")
     assert "HEALTHCHECK" in text
     assert f"orders_{service}" in text
 

@@ -137,7 +137,8 @@ async def test_accepted_order_is_in_kafka_keyed_by_its_id(api: Client, test_env:
             while len(seen) < 3:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
-                        assert record.key is not None and record.value is not None
+                        assert record.key is not None
+                        assert record.value is not None
                         seen[record.key.decode()] = json.loads(record.value)
     finally:
         await consumer.stop()

@@ -47,7 +47,7 @@ async def _page(store: StoreDep, index: str, limit: int, cursor: str | None, wha
     except InvalidCursor as exc:
         raise HTTPException(400, str(exc)) from None
     return envelope(
-        f"{len(orders)} {what}",
+        f"{len(orders)} {what}" if len(orders) != 1 else f"1 {what.replace('orders', 'order')}",
         [order.model_dump(mode="json") for order in orders],
         page={"limit": limit, "nextCursor": next_cursor},
     )
