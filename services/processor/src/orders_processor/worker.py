@@ -85,7 +85,8 @@ class Worker:
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until `stopping` is set, then drain, commit and leave the group."""
         s = self._settings
-        await self._until_stopped(stopping, partial(ensure_topics, s), "create topics")
+        if not await self._until_stopped(stopping, partial(ensure_topics, s), "create topics"):
+            return
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap_servers,
             group_id=s.kafka_consumer_group,
@@ -98,10 +99,11 @@ class Worker:
         self._consumer, self._dlq = consumer, dlq
         committer: asyncio.Task[None] | None = None
         try:
-            await self._until_stopped(stopping, consumer.start, "join the consumer group")
-            await self._until_stopped(stopping, dlq.start, "start the dead-letter producer")
-            committer = asyncio.create_task(self._commit_periodically())
-            await self._consume(consumer, stopping)
+            if await self._until_stopped(
+                stopping, consumer.start, "join the consumer group"
+            ) and await self._until_stopped(stopping, dlq.start, "start the dead-letter producer"):
+                committer = asyncio.create_task(self._commit_periodically())
+                await self._consume(consumer, stopping)
         finally:
             log.info("stopping: draining %d in-flight orders", self.metrics.in_flight)
             await self._release(set(self._offsets))
@@ -132,19 +134,22 @@ class Worker:
 
     async def _until_stopped(
         self, stopping: asyncio.Event, step: Callable[[], Awaitable[object]], what: str
-    ) -> None:
-        """Retry a start-up step with backoff until it works (Kafka may come up later)."""
+    ) -> bool:
+        """Retry a start-up step with backoff until it works (Kafka may come up later).
+
+        False when asked to stop first.
+        """
         backoff = 0.2
-        while True:
+        while not stopping.is_set():
             try:
                 await step()
-                return
+                return True
             except _TRANSIENT as exc:
-                if stopping.is_set():
-                    raise
                 log.warning("cannot %s yet (%r); retrying in %.1fs", what, exc, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
+        return False
 
     # -- one record ----------------------------------------------------------
 
