@@ -1,3 +1,5 @@
+"""`python -m orders_api`: serve the ingest API with uvicorn."""
+
 from orders_common.serving import serve
 
 from .settings import get_settings
@@ -5,13 +7,7 @@ from .settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    serve(
-        "orders_api.app:create_app",
-        host=settings.bind_host,
-        port=settings.api_port,
-        workers=settings.api_workers,
-        log_level=settings.log_level,
-    )
+    serve("orders_api.app:create_app", settings, settings.api_port, settings.api_workers)
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+"""`python -m orders_query`: serve the query API with uvicorn."""
+
 from orders_common.serving import serve
 
 from .settings import get_settings
@@ -5,13 +7,7 @@ from .settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    serve(
-        "orders_query.app:create_app",
-        host=settings.bind_host,
-        port=settings.query_port,
-        workers=settings.query_workers,
-        log_level=settings.log_level,
-    )
+    serve("orders_query.app:create_app", settings, settings.query_port, settings.query_workers)
 
 
 if __name__ == "__main__":
