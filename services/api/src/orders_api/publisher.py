@@ -53,10 +53,15 @@ class Publisher:
         await self._discard()
 
     async def publish(self, key: str, value: bytes) -> None:
-        """Return once every in-sync replica holds the message; raise KafkaUnavailable otherwise."""
-        producer = await self._current()
+        """Return once every in-sync replica holds the message; raise KafkaUnavailable otherwise.
+
+        One deadline covers everything, connecting included, so a burst of
+        requests while Kafka is down waits no longer than one of them would.
+        """
+        producer = None
         try:
             async with asyncio.timeout(self._timeout):
+                producer = await self._current()
                 delivery = await producer.send(self._settings.kafka_orders_topic, value, key=key.encode())
                 # Shielded: the batch is in flight whatever we do; keep its future intact.
                 await asyncio.shield(delivery)
@@ -64,7 +69,8 @@ class Publisher:
             raise KafkaUnavailable("Kafka did not acknowledge in time") from None
         except _FATAL as exc:
             log.error("producer failed for good (%r); replacing it", exc)
-            await self._discard(producer)
+            if producer is not None:
+                await self._discard(producer)
             raise KafkaUnavailable(f"Kafka producer failed: {exc}") from exc
         except KafkaError as exc:
             raise KafkaUnavailable(f"Kafka refused the message: {exc}") from exc
