@@ -107,6 +107,9 @@ async def test_pagination_across_pages(
         response = await api.post("/api/orders", json=an_order(user_id, quantity=n + 1))
         assert response.status_code == 202
         ids.append(response.json()["data"]["orderId"])
+    async with asyncio.timeout(30):  # the read model follows Kafka within moments
+        while len(await all_pages(query, f"/api/orders/user/{user_id}")) < len(ids):
+            await asyncio.sleep(0.05)
     pages = []
     cursor = None
     while True:
