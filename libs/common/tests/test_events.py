@@ -44,3 +44,23 @@ def test_unknown_event_type_and_mismatched_subject_are_rejected() -> None:
         decode_event(json.dumps({**envelope, "type": "order.exploded"}).encode())
     with pytest.raises(EventError, match="subject"):
         decode_event(json.dumps({**envelope, "subject": "someone-else"}).encode())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("orderId", "zzz"),
+        ("userId", 0),
+        ("quantity", 5000),
+        ("price", 0.001),
+        ("productName", ""),
+        ("totalAmount", 1.0),  # not price x quantity
+    ],
+)
+def test_well_formed_events_with_impossible_values_are_rejected(field: str, value: object) -> None:
+    envelope = json.loads(encode_placed(an_order()))
+    envelope["data"][field] = value
+    if field == "orderId":
+        envelope["subject"] = value
+    with pytest.raises(EventError, match="invalid event"):
+        decode_event(json.dumps(envelope).encode())

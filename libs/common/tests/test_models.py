@@ -66,6 +66,8 @@ def test_out_of_range_values_are_rejected(field: str, value: Any) -> None:
         ("productName", ["a"]),
         ("price", None),
         ("price", True),
+        ("price", "12.50"),
+        ("price", {"amount": 1}),
     ],
 )
 def test_wrong_types_are_rejected(field: str, value: Any) -> None:

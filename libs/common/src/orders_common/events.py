@@ -2,9 +2,22 @@
 
 from typing import Final, Literal
 
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 
-from .models import Amount, Order, OrderStatus, WireModel, new_order_id, utc_now
+from .models import (
+    Amount,
+    Money,
+    Order,
+    OrderId,
+    OrderStatus,
+    ProductName,
+    Quantity,
+    UserId,
+    WireModel,
+    new_order_id,
+    total_amount,
+    utc_now,
+)
 
 __all__ = [
     "ORDER_PLACED",
@@ -26,13 +39,19 @@ class EventError(ValueError):
 class OrderPlaced(WireModel):
     """The data of an `order.placed` event: the order as it was accepted."""
 
-    order_id: str
-    user_id: int
-    product_name: str
-    quantity: int
-    price: Amount
+    order_id: OrderId
+    user_id: UserId
+    product_name: ProductName
+    quantity: Quantity
+    price: Money
     total_amount: Amount
     created_at: str
+
+    @model_validator(mode="after")
+    def _total_is_price_times_quantity(self) -> "OrderPlaced":
+        if self.total_amount != total_amount(self.price, self.quantity):
+            raise ValueError("totalAmount is not price x quantity")
+        return self
 
     def to_order(self) -> Order:
         return Order(**self.model_dump(), status=OrderStatus.PLACED, version=1)

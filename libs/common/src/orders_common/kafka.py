@@ -1,10 +1,10 @@
 """Kafka plumbing shared by the services that talk to Kafka."""
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
@@ -51,12 +51,24 @@ def new_producer(settings: KafkaSettings, **options: object) -> AIOKafkaProducer
     )
 
 
-async def stop_bounded(step: Awaitable[object], what: str, timeout: float = 10.0) -> None:
-    """Await a Kafka client's `stop()`, giving up after `timeout`.
+async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, what: str, timeout: float = 10.0) -> None:
+    """Stop a Kafka client, giving up after `timeout`.
 
-    An idempotent producer's stop can wait forever while Kafka is down.
+    An idempotent producer's stop, or a consumer leaving its group, can wait
+    forever while Kafka does not answer. After giving up, the client's
+    connections are closed anyway, so nothing is left open.
     """
     try:
-        await asyncio.wait_for(step, timeout)
+        await asyncio.wait_for(client.stop(), timeout)  # type: ignore[no-untyped-call]
     except (TimeoutError, KafkaError, OSError) as exc:
         log.warning("%s did not finish cleanly: %r", what, exc)
+        # What stop() had not reached yet: the background task that would open new
+        # connections (aiokafka's private parts, no public way), then the sockets.
+        if isinstance(client, AIOKafkaProducer):
+            sender = client._sender
+            remaining = [client.client.close()] if sender is None else [sender.close(), client.client.close()]
+        else:
+            remaining = [client._fetcher.close(), client._client.close()]
+        for step in remaining:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(step, 2)

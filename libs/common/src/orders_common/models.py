@@ -11,6 +11,7 @@ from typing import Annotated, Generic, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -29,8 +30,12 @@ __all__ = [
     "Money",
     "Order",
     "OrderCreate",
+    "OrderId",
     "OrderStatus",
     "Page",
+    "ProductName",
+    "Quantity",
+    "UserId",
     "new_order_id",
     "total_amount",
     "utc_now",
@@ -104,6 +109,35 @@ Money = Annotated[Amount, Field(ge=CENT, le=MAX_PRICE, decimal_places=2, allow_i
 """An amount of money: exact decimal, at least 0.01, at most two decimals."""
 
 
+def _json_number(value: object) -> Decimal:
+    """A JSON number as an exact decimal; strings and booleans are not numbers.
+
+    A float's shortest repr is the decimal the client wrote whenever it has at
+    most 15 significant digits, which every valid price has (see MAX_PRICE).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a JSON number")
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _canonical_uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError("must be a UUID") from None
+
+
+# The tutorial's validation rules, one statement each, shared by requests and events.
+UserId = Annotated[int, Field(ge=1, le=MAX_USER_ID, description="The customer placing the order.")]
+ProductName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, description="1 to 200 characters, not blank."),
+    AfterValidator(_printable),
+]
+Quantity = Annotated[int, Field(ge=1, le=1000, description="1 to 1000 items.")]
+OrderId = Annotated[str, AfterValidator(_canonical_uuid)]
+
+
 class WireModel(BaseModel):
     """camelCase on the wire, snake_case in Python."""
 
@@ -127,12 +161,12 @@ class OrderCreate(WireModel):
         },
     )
 
-    user_id: int = Field(ge=1, le=MAX_USER_ID, description="The customer placing the order.")
-    product_name: Annotated[str, AfterValidator(_printable)] = Field(
-        min_length=1, max_length=200, description="1 to 200 characters."
+    user_id: UserId
+    product_name: ProductName
+    quantity: Quantity
+    price: Annotated[Money, BeforeValidator(_json_number)] = Field(
+        description="Unit price: a JSON number, 0.01 or more, at most two decimals."
     )
-    quantity: int = Field(ge=1, le=1000, description="1 to 1000 items.")
-    price: Money = Field(description="Unit price, 0.01 or more, at most two decimals.")
 
 
 class Order(WireModel):

@@ -103,7 +103,7 @@ class Publisher:
             try:
                 await asyncio.wait_for(producer.start(), self._timeout)
             except BaseException:
-                await stop_bounded(producer.stop(), "producer stop")
+                await stop_bounded(producer, "producer stop")
                 raise
         except (TimeoutError, KafkaError, OSError) as exc:
             raise KafkaUnavailable(f"cannot connect to Kafka: {exc!r}") from exc
@@ -114,4 +114,4 @@ class Publisher:
             if producer is None or producer is self._producer:
                 current, self._producer = self._producer, None
                 if current is not None:
-                    await stop_bounded(current.stop(), "producer stop")
+                    await stop_bounded(current, "producer stop")

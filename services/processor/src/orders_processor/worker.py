@@ -49,6 +49,7 @@ T = TypeVar("T")
 Record = ConsumerRecord[bytes, bytes]
 _TRANSIENT = (RedisError, KafkaError, OSError)
 _MAX_BACKOFF = 5.0
+_COMMIT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Worker:
         self._tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
         self._room = asyncio.Event()
         self._room.set()
+        self._commit_lock = asyncio.Lock()
         self.metrics = Metrics()
 
     # -- lifecycle -----------------------------------------------------------
@@ -93,6 +95,8 @@ class Worker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            # Giving partitions up may take the drain plus a commit; the group waits that long.
+            rebalance_timeout_ms=s.processor_drain_timeout_ms + int(_COMMIT_TIMEOUT * 1000) + 5000,
         )
         consumer.subscribe([s.kafka_orders_topic], listener=_Rebalance(self))
         dlq = new_producer(s)
@@ -109,8 +113,9 @@ class Worker:
             await self._release(set(self._offsets))
             if committer is not None:
                 committer.cancel()
-            await stop_bounded(consumer.stop(), "consumer stop")
-            await stop_bounded(dlq.stop(), "dead-letter producer stop")
+            await asyncio.gather(
+                stop_bounded(consumer, "consumer stop"), stop_bounded(dlq, "dead-letter producer stop")
+            )
 
     async def ready(self) -> None:
         """Readiness: Kafka answers a metadata request and Redis a PING."""
@@ -195,7 +200,14 @@ class Worker:
         except EventError as exc:
             await self._dead_letter(record, str(exc))
             return
-        await self.advance(event.data.to_order())
+        try:
+            await self.advance(event.data.to_order())
+        except _TRANSIENT:
+            raise  # retried by the caller
+        except Exception as exc:
+            # A failure no retry can cure must not freeze the partition's commits.
+            log.exception("cannot process %s[%d]@%d", record.topic, record.partition, record.offset)
+            await self._dead_letter(record, f"processing failed: {exc!r}")
 
     async def advance(self, order: Order) -> None:
         """Drive one order as far as it goes: PLACED, PROCESSING, (delay), COMPLETED.
@@ -256,29 +268,37 @@ class Worker:
         interval = self._settings.processor_commit_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            await self._commit()
+            try:
+                await self._commit()
+            except Exception:
+                log.exception("periodic commit failed; will try again")
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         """Commit, per partition, the end of the contiguous prefix of finished records."""
         if self._consumer is None:
             return
-        ready = {
-            tp: (tracker, offset)
-            for tp, tracker in list(self._offsets.items())
-            if (only is None or tp in only) and (offset := tracker.to_commit()) is not None
-        }
-        if not ready:
-            return
-        try:
-            await self._consumer.commit({tp: offset for tp, (_, offset) in ready.items()})
-        except KafkaError as exc:
-            # A rebalance took the partitions; their next owner re-processes (idempotently).
-            self.metrics.commit_failures += 1
-            log.warning("commit failed: %r", exc)
-            return
-        for tracker, offset in ready.values():
-            tracker.committed(offset)
-        self.metrics.commits += 1
+        # One commit at a time: a slow commit can never land after, and undo, a newer one.
+        async with self._commit_lock:
+            ready = {
+                tp: (tracker, offset)
+                for tp, tracker in list(self._offsets.items())
+                if (only is None or tp in only) and (offset := tracker.to_commit()) is not None
+            }
+            if not ready:
+                return
+            offsets = {tp: offset for tp, (_, offset) in ready.items()}
+            try:
+                # Bounded: aiokafka retries a commit for as long as Kafka does not answer.
+                await asyncio.wait_for(self._consumer.commit(offsets), _COMMIT_TIMEOUT)
+            except (KafkaError, TimeoutError) as exc:
+                # Kafka is away or a rebalance took the partitions: the records are
+                # re-delivered and replayed idempotently, never skipped.
+                self.metrics.commit_failures += 1
+                log.warning("commit failed: %r", exc)
+                return
+            for tracker, offset in ready.values():
+                tracker.committed(offset)
+            self.metrics.commits += 1
 
     async def _release(self, partitions: set[TopicPartition]) -> None:
         """Give up partitions: let their in-flight records finish (bounded), commit, forget."""

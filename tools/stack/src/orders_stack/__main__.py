@@ -5,7 +5,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from .stack import ROOT, Infra, Stack
@@ -15,6 +15,15 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM, at any moment (starting up included): leaving the `with`
+    blocks stops every process started so far. A second Ctrl-C does not cut that short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("\nStopping...", flush=True)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -22,9 +31,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    for noisy in ("aiokafka", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
     infra = Infra(
         args.data_dir,
@@ -59,14 +69,15 @@ Try:
 """,
                     flush=True,
                 )
-                while not stop.wait(0.5):
+                while True:
+                    time.sleep(0.5)
                     for proc in [*infra.procs, *stack.procs.values()]:
                         proc.check_alive()
-                print("\nStopping...", flush=True)
+    except KeyboardInterrupt:
+        print("Stopped; nothing left running.")
     except (RuntimeError, TimeoutError) as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+        print(f"\nerror: {exc}\nEverything started was stopped.", file=sys.stderr)
         sys.exit(1)
-    print("Stopped; nothing left running.")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
         if not self.alive():
             return
