@@ -65,10 +65,10 @@ async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, what: str, t
         # What stop() had not reached yet: the background task that would open new
         # connections (aiokafka's private parts, no public way), then the sockets.
         if isinstance(client, AIOKafkaProducer):
-            sender = client._sender
-            remaining = [client.client.close()] if sender is None else [sender.close(), client.client.close()]
+            task, connections = client._sender, client.client
         else:
-            remaining = [client._fetcher.close(), client._client.close()]
+            task, connections = client._fetcher, client._client
+        remaining = [connections.close()] if task is None else [task.close(), connections.close()]
         for step in remaining:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(step, 2)
