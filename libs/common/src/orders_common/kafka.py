@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -64,6 +65,8 @@ async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, what: str, t
         log.warning("%s did not finish cleanly: %r", what, exc)
         # What stop() had not reached yet: the background task that would open new
         # connections (aiokafka's private parts, no public way), then the sockets.
+        task: Any
+        connections: Any
         if isinstance(client, AIOKafkaProducer):
             task, connections = client._sender, client.client
         else:
