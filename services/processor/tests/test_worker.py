@@ -3,7 +3,8 @@
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -21,12 +22,76 @@ from orders_stack import Infra
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
-StartWorker = Callable[..., Awaitable[tuple[Worker, asyncio.Event, "asyncio.Task[None]"]]]
+
+@dataclass
+class Running:
+    worker: Worker
+    stopping: asyncio.Event
+    task: "asyncio.Task[None]"
+
+    async def stop(self, timeout: float = 30) -> None:
+        """As SIGTERM does: stop fetching, drain, commit, leave the group."""
+        self.stopping.set()
+        await asyncio.wait_for(self.task, timeout)
+
+
+@dataclass
+class Rig:
+    """This test's topic, group and key prefix, a producer to feed them and workers to run."""
+
+    settings: Settings
+    store: OrderStore
+    producer: AIOKafkaProducer
+    new_order: Callable[..., Order]
+    running: list[Running] = field(default_factory=list)
+
+    @property
+    def topic(self) -> str:
+        return self.settings.kafka_orders_topic
+
+    def start(self, **overrides: Any) -> Running:
+        worker = Worker(self.settings.model_copy(update=overrides), self.store)
+        stopping = asyncio.Event()
+        running = Running(worker, stopping, asyncio.create_task(worker.run(stopping)))
+        self.running.append(running)
+        return running
+
+    async def send(self, orders: list[Order]) -> None:
+        deliveries = [
+            await self.producer.send(self.topic, encode_placed(o), key=o.order_id.encode()) for o in orders
+        ]
+        await asyncio.gather(*deliveries)
+
+    async def count(self, status: S) -> int:
+        return int(await self.store.redis.zcard(self.store.keys.by_status(status)))
+
+    async def wait_for(self, status: S, count: int, timeout: float = 60) -> None:
+        async with asyncio.timeout(timeout):
+            while await self.count(status) < count:
+                await asyncio.sleep(0.05)
+
+    async def committed_and_end(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """The group's committed offsets and the partitions' end offsets (non-empty ones)."""
+        bootstrap = self.settings.kafka_bootstrap_servers
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.settings.kafka_consumer_group)
+            partitions = range(self.settings.kafka_topic_partitions)
+            end = await consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+        finally:
+            await consumer.stop()
+            await admin.close()
+        return {tp: meta.offset for tp, meta in committed.items()}, {tp: n for tp, n in end.items() if n}
 
 
 @pytest.fixture
-def settings(test_env: dict[str, str]) -> Settings:
-    return Settings(
+async def rig(
+    test_env: dict[str, str], store: OrderStore, new_order: Callable[..., Order]
+) -> AsyncIterator[Rig]:
+    settings = Settings(
         kafka_bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
         kafka_orders_topic=test_env["KAFKA_ORDERS_TOPIC"],
         kafka_dlq_topic=test_env["KAFKA_DLQ_TOPIC"],
@@ -36,100 +101,41 @@ def settings(test_env: dict[str, str]) -> Settings:
         processing_delay_ms=0,
         processor_commit_interval_ms=50,
     )
-
-
-@pytest.fixture
-async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     await ensure_topics(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await producer.start()
+    rig = Rig(settings, store, producer, new_order)
     try:
-        yield producer
+        yield rig
     finally:
+        for running in rig.running:
+            running.stopping.set()
+        await asyncio.wait_for(asyncio.gather(*(r.task for r in rig.running)), 60)
         await producer.stop()
 
 
-@pytest.fixture
-async def start_worker(settings: Settings, store: OrderStore) -> AsyncIterator[StartWorker]:
-    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
-
-    async def start(**overrides: Any) -> tuple[Worker, asyncio.Event, asyncio.Task[None]]:
-        worker = Worker(settings.model_copy(update=overrides), store)
-        stopping = asyncio.Event()
-        task = asyncio.create_task(worker.run(stopping))
-        running.append((stopping, task))
-        return worker, stopping, task
-
-    yield start
-    for stopping, _task in running:
-        stopping.set()
-    await asyncio.wait_for(asyncio.gather(*(task for _, task in running)), 60)
-
-
-async def send(producer: AIOKafkaProducer, topic: str, orders: list[Order]) -> None:
-    deliveries = [await producer.send(topic, encode_placed(o), key=o.order_id.encode()) for o in orders]
-    await asyncio.gather(*deliveries)
-
-
-async def wait_for_status(store: OrderStore, status: S, count: int, timeout: float = 60) -> None:
-    key = store.keys.by_status(status)
-    async with asyncio.timeout(timeout):
-        while await store.redis.zcard(key) < count:
-            await asyncio.sleep(0.05)
-
-
-async def committed_and_end(
-    settings: Settings,
-) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.kafka_consumer_group)
-        tps = [TopicPartition(settings.kafka_orders_topic, p) for p in range(settings.kafka_topic_partitions)]
-        end = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-        await admin.close()
-    return {tp: meta.offset for tp, meta in committed.items()}, {tp: n for tp, n in end.items() if n}
-
-
-async def test_orders_complete_and_offsets_are_committed_to_the_end(
-    settings: Settings,
-    store: OrderStore,
-    producer: AIOKafkaProducer,
-    start_worker: StartWorker,
-    new_order: Callable[..., Order],
-) -> None:
-    orders = [new_order(user_id=n % 7 + 1) for n in range(60)]
-    await send(producer, settings.kafka_orders_topic, orders)
-    worker, stopping, task = await start_worker()
-    await wait_for_status(store, S.COMPLETED, 60)
-    stopping.set()
-    await asyncio.wait_for(task, 30)
+async def test_orders_complete_and_offsets_are_committed_to_the_end(rig: Rig) -> None:
+    orders = [rig.new_order(user_id=n % 7 + 1) for n in range(60)]
+    await rig.send(orders)
+    running = rig.start()
+    await rig.wait_for(S.COMPLETED, 60)
+    await running.stop()
 
     for order in orders:
-        history = await store.history(order.order_id)
+        history = await rig.store.history(order.order_id)
         assert [h.status for h in history] == [S.PLACED, S.PROCESSING, S.COMPLETED]
-    assert await store.redis.zcard(store.keys.by_status(S.PROCESSING)) == 0
-    assert worker.metrics.completed == 60
-    committed, end = await committed_and_end(settings)
+    assert await rig.count(S.PROCESSING) == 0
+    assert running.worker.metrics.completed == 60
+    committed, end = await rig.committed_and_end()
     assert committed == end
 
 
-async def test_one_orders_delay_holds_up_no_other(
-    settings: Settings,
-    store: OrderStore,
-    producer: AIOKafkaProducer,
-    start_worker: StartWorker,
-    new_order: Callable[..., Order],
-) -> None:
-    orders = [new_order() for _ in range(20)]
-    await send(producer, settings.kafka_orders_topic, orders)
-    await start_worker(processing_delay_ms=500)
-    await wait_for_status(store, S.COMPLETED, 20)
-    done = [await store.get(o.order_id) for o in orders]
+async def test_one_orders_delay_holds_up_no_other(rig: Rig) -> None:
+    orders = [rig.new_order() for _ in range(20)]
+    await rig.send(orders)
+    rig.start(processing_delay_ms=500)
+    await rig.wait_for(S.COMPLETED, 20)
+    done = [await rig.store.get(o.order_id) for o in orders]
     spans = sorted((o.processed_at, o.completed_at) for o in done if o and o.processed_at and o.completed_at)
     assert len(spans) == 20
     # Every order started PROCESSING before the first one COMPLETED: they waited side by side.
@@ -137,31 +143,19 @@ async def test_one_orders_delay_holds_up_no_other(
     assert all(start < first_completed for start, _ in spans)
 
 
-async def test_replayed_events_add_nothing(
-    settings: Settings,
-    store: OrderStore,
-    producer: AIOKafkaProducer,
-    start_worker: StartWorker,
-    new_order: Callable[..., Order],
-) -> None:
-    order = new_order()
-    await send(producer, settings.kafka_orders_topic, [order, order, order])
-    worker, *_ = await start_worker()
+async def test_replayed_events_add_nothing(rig: Rig) -> None:
+    order = rig.new_order()
+    await rig.send([order, order, order])
+    metrics = rig.start().worker.metrics
     async with asyncio.timeout(30):
-        while worker.metrics.completed + worker.metrics.replayed < 3:
+        while metrics.completed + metrics.replayed < 3:
             await asyncio.sleep(0.05)
-    assert [h.version for h in await store.history(order.order_id)] == [1, 2, 3]
-    assert (worker.metrics.completed, worker.metrics.replayed) == (1, 2)
+    assert [h.version for h in await rig.store.history(order.order_id)] == [1, 2, 3]
+    assert (metrics.completed, metrics.replayed) == (1, 2)
 
 
-async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(
-    settings: Settings,
-    store: OrderStore,
-    producer: AIOKafkaProducer,
-    start_worker: StartWorker,
-    new_order: Callable[..., Order],
-) -> None:
-    good = new_order()
+async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(rig: Rig) -> None:
+    good = rig.new_order()
     key = good.order_id.encode()
     envelope = json.loads(encode_placed(good))
     poison = [
@@ -170,20 +164,18 @@ async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(
         json.dumps({**envelope, "type": "order.teleported"}).encode(),
         json.dumps({**envelope, "data": {**envelope["data"], "price": 0.001}}).encode(),
     ]
-    topic = settings.kafka_orders_topic
     for value in poison:
-        await producer.send_and_wait(topic, value, key=key)
-    await producer.send_and_wait(topic, encode_placed(good), key=key)
-    worker, stopping, task = await start_worker()
-    await wait_for_status(store, S.COMPLETED, 1)
-    stopping.set()
-    await asyncio.wait_for(task, 30)
-    committed, end = await committed_and_end(settings)
+        await rig.producer.send_and_wait(rig.topic, value, key=key)
+    await rig.send([good])
+    running = rig.start()
+    await rig.wait_for(S.COMPLETED, 1)
+    await running.stop()
+    committed, end = await rig.committed_and_end()
     assert committed == end, "the partition moved on past every poison message"
 
     consumer = AIOKafkaConsumer(
-        settings.kafka_dlq_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        rig.settings.kafka_dlq_topic,
+        bootstrap_servers=rig.settings.kafka_bootstrap_servers,
         auto_offset_reset="earliest",
     )
     await consumer.start()
@@ -196,56 +188,39 @@ async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(
     finally:
         await consumer.stop()
     assert [value for value, _ in dead] == poison
-    assert all(headers["dlq.reason"] and headers["dlq.topic"] == topic.encode() for _, headers in dead)
+    assert all(headers["dlq.reason"] and headers["dlq.topic"] == rig.topic.encode() for _, headers in dead)
     assert b"type" in dead[2][1]["dlq.reason"]
     assert b"price" in dead[3][1]["dlq.reason"]
-    assert worker.metrics.dead_lettered == len(poison)
+    assert running.worker.metrics.dead_lettered == len(poison)
 
 
-async def test_a_restart_reprocesses_nothing_and_shutdown_drains(
-    settings: Settings,
-    store: OrderStore,
-    producer: AIOKafkaProducer,
-    start_worker: StartWorker,
-    new_order: Callable[..., Order],
-) -> None:
-    orders = [new_order() for _ in range(30)]
-    await send(producer, settings.kafka_orders_topic, orders)
-    _first, stopping, task = await start_worker(processing_delay_ms=1000)
-    await wait_for_status(store, S.PROCESSING, 30)
-    stopping.set()  # as SIGTERM does: every order is mid-delay
-    await asyncio.wait_for(task, 30)
-    assert await store.redis.zcard(store.keys.by_status(S.COMPLETED)) == 30, "drained before exit"
-    committed, end = await committed_and_end(settings)
+async def test_a_restart_reprocesses_nothing_and_shutdown_drains(rig: Rig) -> None:
+    orders = [rig.new_order() for _ in range(30)]
+    await rig.send(orders)
+    first = rig.start(processing_delay_ms=1000)
+    await rig.wait_for(S.PROCESSING, 30)
+    await first.stop()  # every order is mid-delay
+    assert await rig.count(S.COMPLETED) == 30, "drained before exit"
+    committed, end = await rig.committed_and_end()
     assert committed == end
 
-    second, *_ = await start_worker()
+    second = rig.start().worker.metrics
     async with asyncio.timeout(30):
-        while len(second.metrics.assigned) < settings.kafka_topic_partitions:
+        while len(second.assigned) < rig.settings.kafka_topic_partitions:
             await asyncio.sleep(0.05)
-    late = new_order()
-    await send(producer, settings.kafka_orders_topic, [late])
-    await wait_for_status(store, S.COMPLETED, 31)
-    assert second.metrics.received == 1, "only the new order, none of the 30 already committed"
-    assert [h.version for h in await store.history(orders[0].order_id)] == [1, 2, 3]
+    await rig.send([rig.new_order()])
+    await rig.wait_for(S.COMPLETED, 31)
+    assert second.received == 1, "only the new order, none of the 30 already committed"
+    assert [h.version for h in await rig.store.history(orders[0].order_id)] == [1, 2, 3]
 
 
-async def test_shutdown_is_bounded_while_kafka_hangs(
-    settings: Settings,
-    store: OrderStore,
-    producer: AIOKafkaProducer,
-    start_worker: StartWorker,
-    new_order: Callable[..., Order],
-    infra: Infra,
-) -> None:
-    orders = [new_order() for _ in range(5)]
-    await send(producer, settings.kafka_orders_topic, orders)
-    _, stopping, task = await start_worker(processing_delay_ms=500)
-    await wait_for_status(store, S.PROCESSING, 5)
+async def test_shutdown_is_bounded_while_kafka_hangs(rig: Rig, infra: Infra) -> None:
+    await rig.send([rig.new_order() for _ in range(5)])
+    running = rig.start(processing_delay_ms=500)
+    await rig.wait_for(S.PROCESSING, 5)
     infra.kafka.signal(signal.SIGSTOP)  # Kafka hangs: connections stay open, nothing answers
     try:
-        stopping.set()
-        await asyncio.wait_for(task, 60)  # commits and leaving the group give up in time
+        await running.stop(timeout=60)  # commits and leaving the group give up in time
     finally:
         infra.kafka.signal(signal.SIGCONT)
-    assert await store.redis.zcard(store.keys.by_status(S.COMPLETED)) == 5, "in-flight orders drained"
+    assert await rig.count(S.COMPLETED) == 5, "in-flight orders drained"
