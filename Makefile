@@ -28,7 +28,7 @@ install: $(VENV)/.installed ## Create .venv with the services, the stack runner 
 $(KAFKA_LIBS)/.fetched: infra/kafka/pom.xml
 	@command -v mvn >/dev/null || { echo "Maven is needed once to fetch Kafka's jars: apt-get install maven"; exit 1; }
 	rm -rf $(KAFKA_LIBS)
-	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
+	mvn -q -B -Dstyle.color=never -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	touch $@
 
 .PHONY: kafka-jars
@@ -61,9 +61,9 @@ up: deps ## Run Kafka, Redis, api, processor and query as local processes (Ctrl-
 	$(BIN)/python -m orders_stack
 
 .PHONY: watch-orders
-watch-orders: kafka-jars ## Print every event on the orders topic, key and time first (Ctrl-C stops)
+watch-orders: kafka-jars ## Print every event on the orders topic: time, key, value (Ctrl-C stops)
 	java -Dlog4j2.level=warn -cp '$(KAFKA_LIBS)/*' org.apache.kafka.tools.consumer.ConsoleConsumer \
-	  --bootstrap-server $${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092} --topic $${KAFKA_ORDERS_TOPIC:-orders} \
+	  --bootstrap-server $${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-9092}} --topic $${KAFKA_ORDERS_TOPIC:-orders} \
 	  --from-beginning --property print.key=true --property print.timestamp=true
 
 .PHONY: lint

@@ -90,7 +90,9 @@ async def test_wrong_content_type_and_huge_bodies(api: Client) -> None:
             "/api/orders", content=json.dumps(GOOD), headers={"Content-Type": "text/plain"}
         )
         huge = await client.post("/api/orders", json={**GOOD, "productName": "x" * 70_000})
+        untyped = await client.post("/api/orders", content=json.dumps(GOOD))
     assert text.status_code == 415
+    assert untyped.status_code == 415
     assert huge.status_code == 413
 
 

@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def place_order(request: Request, publisher: PublisherDep) -> Response:
         """Validate the order, publish `order.placed` keyed by its id, and answer 202 once
         every in-sync Kafka replica holds it. Track it on the query service (`Location`)."""
-        content_type = request.headers.get("content-type", "application/json")
+        content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
             return envelope("Content-Type must be application/json", status_code=415)
         try:

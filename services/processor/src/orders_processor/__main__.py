@@ -30,7 +30,7 @@ async def run(settings: Settings) -> None:
     )
     health = HealthServer(
         uvicorn.Config(
-            create_health_app(worker),
+            create_health_app(worker, settings.cors_origins),
             host=settings.bind_host,
             port=settings.processor_port,
             lifespan="off",

@@ -14,9 +14,9 @@ from .worker import Worker
 __all__ = ["HealthServer", "create_health_app"]
 
 
-def create_health_app(worker: Worker) -> FastAPI:
+def create_health_app(worker: Worker, cors_origins: str = "") -> FastAPI:
     app = FastAPI(title="Order processor", version="0.1.0", docs_url=None, redoc_url=None)
-    install_common(app)
+    install_common(app, cors_origins)
     app.include_router(health_router({"kafka+redis": worker.ready}))
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")

@@ -291,15 +291,16 @@ class Stack:
         return f"http://127.0.0.1:{self.processor_port}"
 
     def service_env(self) -> dict[str, str]:
+        """The environment passes through, but Kafka, Redis and the ports are the ones started here."""
         return {
+            "BIND_HOST": "127.0.0.1",
+            "QUERY_PUBLIC_URL": self.query_url,
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
             "REDIS_URL": self.infra.redis_url,
-            "BIND_HOST": "127.0.0.1",
             "API_PORT": str(self.api_port),
             "QUERY_PORT": str(self.query_port),
             "PROCESSOR_PORT": str(self.processor_port),
-            "QUERY_PUBLIC_URL": self.query_url,
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
