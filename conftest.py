@@ -44,6 +44,7 @@ def test_env(infra: Infra, unique: str) -> dict[str, str]:
         "KAFKA_CONSUMER_GROUP": f"processor-{unique}",
         "REDIS_URL": infra.redis_url,
         "REDIS_KEY_PREFIX": f"test:{unique}:",
+        "BIND_HOST": "127.0.0.1",  # servers in tests listen on loopback only
     }
 
 

@@ -37,6 +37,7 @@ def urls(request: pytest.FixtureRequest) -> Iterator[Urls]:
         "KAFKA_CONSUMER_GROUP": f"processor-e2e-{unique}",
         "REDIS_KEY_PREFIX": f"e2e:{unique}:",
         "PROCESSING_DELAY_MS": "200",
+        "BIND_HOST": "127.0.0.1",  # servers in tests listen on loopback only
     }
     with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
         yield Urls(stack.api_url, stack.query_url)
