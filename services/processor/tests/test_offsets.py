@@ -34,5 +34,9 @@ def test_gaps_in_offsets_are_fine() -> None:
 def test_offsets_must_arrive_in_order() -> None:
     offsets = PartitionOffsets()
     offsets.started(3)
+    offsets.finished(3)
+    assert not offsets.follows(3)
+    assert not offsets.follows(2)
+    assert offsets.follows(4)
     with pytest.raises(ValueError, match="after"):
         offsets.started(3)

@@ -18,14 +18,20 @@ class PartitionOffsets:
         self._done: set[int] = set()
         self._next: int | None = None  # the offset to commit: first one not yet processed
         self._committed: int | None = None
+        self._last: int | None = None  # the latest offset started
 
     def __len__(self) -> int:
         return len(self._pending)
 
+    def follows(self, offset: int) -> bool:
+        """False when `offset` is not after every offset started so far (the position was reset)."""
+        return self._last is None or offset > self._last
+
     def started(self, offset: int) -> None:
-        if self._pending and offset <= self._pending[-1]:
-            raise ValueError(f"offset {offset} arrived after {self._pending[-1]}")
+        if not self.follows(offset):
+            raise ValueError(f"offset {offset} arrived after {self._last}")
         self._pending.append(offset)
+        self._last = offset
 
     def finished(self, offset: int) -> None:
         self._done.add(offset)

@@ -160,6 +160,11 @@ class Worker:
 
     def _start(self, tp: TopicPartition, record: Record) -> None:
         tracker = self._offsets.setdefault(tp, PartitionOffsets())
+        if not tracker.follows(record.offset):
+            # The fetch position went back (an offset reset): those records come again and
+            # are replayed idempotently; track them afresh, the old tracker's work is moot.
+            log.warning("%s rewound to offset %d", tp, record.offset)
+            tracker = self._offsets[tp] = PartitionOffsets()
         tracker.started(record.offset)
         key = (tp, record.key) if record.key is not None else None
         previous = self._tails.get(key) if key else None
