@@ -64,3 +64,54 @@ async def test_sigterm_drains_in_flight_orders_and_exits_cleanly(
         assert await store.redis.zcard(processing) == 0
     finally:
         stack.stop()
+
+
+async def test_three_processors_share_the_partitions(
+    infra: Infra, test_env: dict[str, str], store: OrderStore, new_order: Callable[..., Order]
+) -> None:
+    """As `docker compose up --scale processor=3`: one group, the partitions split, nothing doubled."""
+    settings = Settings(
+        kafka_bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_orders_topic=test_env["KAFKA_ORDERS_TOPIC"],
+        kafka_dlq_topic=test_env["KAFKA_DLQ_TOPIC"],
+    )
+    await ensure_topics(settings)
+    stack = Stack(infra, env={**test_env, "PROCESSING_DELAY_MS": "50"})
+    ports = [free_port() for _ in range(3)]
+    try:
+        for n, port in enumerate(ports):
+            stack.start_service("processor", key=f"processor-{n}", PROCESSOR_PORT=str(port))
+        for n in range(3):
+            await asyncio.to_thread(stack.wait_ready, f"processor-{n}")
+
+        async def gauge(port: int, name: str) -> int:
+            async with httpx.AsyncClient() as client:
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            return int(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+        async with asyncio.timeout(60):  # the group settles: two partitions each
+            while [await gauge(p, "processor_orders_assigned_partitions") for p in ports] != [2, 2, 2]:
+                await asyncio.sleep(0.2)
+
+        orders = [new_order() for _ in range(300)]
+        producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            deliveries = [
+                await producer.send(settings.kafka_orders_topic, encode_placed(o), key=o.order_id.encode())
+                for o in orders
+            ]
+            await asyncio.gather(*deliveries)
+        finally:
+            await producer.stop()
+        completed = store.keys.by_status(S.COMPLETED)
+        async with asyncio.timeout(60):
+            while await store.redis.zcard(completed) < len(orders):
+                await asyncio.sleep(0.1)
+        received = [await gauge(p, "processor_orders_received_total") for p in ports]
+        assert sum(received) == len(orders), "each order was taken by exactly one processor"
+        assert all(r > 0 for r in received)
+        for order in orders[:50]:
+            assert [h.version for h in await store.history(order.order_id)] == [1, 2, 3]
+    finally:
+        stack.stop()
