@@ -3,7 +3,6 @@
 import asyncio
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,34 +19,42 @@ from orders_stack import Infra, Stack, free_port
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 
-async def test_sigterm_drains_in_flight_orders_and_exits_cleanly(
-    infra: Infra,
-    test_env: dict[str, str],
-    store: OrderStore,
-    new_order: Callable[..., Order],
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+async def topic(test_env: dict[str, str]) -> str:
+    """This test's orders topic, created with its partitions before any processor starts."""
     settings = Settings(
         kafka_bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
         kafka_orders_topic=test_env["KAFKA_ORDERS_TOPIC"],
         kafka_dlq_topic=test_env["KAFKA_DLQ_TOPIC"],
     )
     await ensure_topics(settings)
+    return settings.kafka_orders_topic
+
+
+async def publish(infra: Infra, topic: str, orders: list[Order]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, encode_placed(o), key=o.order_id.encode()) for o in orders]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def test_sigterm_drains_in_flight_orders_and_exits_cleanly(
+    infra: Infra,
+    test_env: dict[str, str],
+    topic: str,
+    store: OrderStore,
+    new_order: Callable[..., Order],
+) -> None:
     port = free_port()
     stack = Stack(infra, processor_port=port, env={**test_env, "PROCESSING_DELAY_MS": "1500"})
     try:
         proc = stack.start_service("processor")
         await asyncio.to_thread(stack.wait_ready, "processor")
         orders = [new_order() for _ in range(10)]
-        producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            for order in orders:
-                await producer.send_and_wait(
-                    settings.kafka_orders_topic, encode_placed(order), key=order.order_id.encode()
-                )
-        finally:
-            await producer.stop()
+        await publish(infra, topic, orders)
         processing = store.keys.by_status(S.PROCESSING)
         async with asyncio.timeout(60):
             while await store.redis.zcard(processing) < len(orders):
@@ -67,15 +74,9 @@ async def test_sigterm_drains_in_flight_orders_and_exits_cleanly(
 
 
 async def test_three_processors_share_the_partitions(
-    infra: Infra, test_env: dict[str, str], store: OrderStore, new_order: Callable[..., Order]
+    infra: Infra, test_env: dict[str, str], topic: str, store: OrderStore, new_order: Callable[..., Order]
 ) -> None:
     """As `docker compose up --scale processor=3`: one group, the partitions split, nothing doubled."""
-    settings = Settings(
-        kafka_bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
-        kafka_orders_topic=test_env["KAFKA_ORDERS_TOPIC"],
-        kafka_dlq_topic=test_env["KAFKA_DLQ_TOPIC"],
-    )
-    await ensure_topics(settings)
     stack = Stack(infra, env={**test_env, "PROCESSING_DELAY_MS": "50"})
     ports = [free_port() for _ in range(3)]
     try:
@@ -94,16 +95,7 @@ async def test_three_processors_share_the_partitions(
                 await asyncio.sleep(0.2)
 
         orders = [new_order() for _ in range(300)]
-        producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            deliveries = [
-                await producer.send(settings.kafka_orders_topic, encode_placed(o), key=o.order_id.encode())
-                for o in orders
-            ]
-            await asyncio.gather(*deliveries)
-        finally:
-            await producer.stop()
+        await publish(infra, topic, orders)
         completed = store.keys.by_status(S.COMPLETED)
         async with asyncio.timeout(60):
             while await store.redis.zcard(completed) < len(orders):
