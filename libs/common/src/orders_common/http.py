@@ -26,6 +26,8 @@ __all__ = [
     "field_errors",
     "health_router",
     "install_common",
+    "unavailable",
+    "validation_failed",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,7 @@ def health_router(checks: Mapping[str, Check], timeout: float = 2.0) -> APIRoute
         }
         if all(value == "ok" for value in status.values()):
             return envelope("ready", status)
-        return envelope("not ready", status, status_code=503, headers={"Retry-After": "1"})
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return envelope("not ready", status, status_code=503, headers=headers)
 
     return router

@@ -40,14 +40,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _page(store: StoreDep, index: str, limit: int, cursor: str | None, what: str) -> Response:
+async def _page(store: StoreDep, index: str, limit: int, cursor: str | None, where: str = "") -> Response:
     limit = min(limit, MAX_LIMIT)
     try:
         orders, next_cursor = await store.page(index, limit, cursor)
     except InvalidCursor as exc:
         raise HTTPException(400, str(exc)) from None
     return envelope(
-        f"{len(orders)} {what}" if len(orders) != 1 else f"1 {what.replace('orders', 'order')}",
+        f"{len(orders)} order{'' if len(orders) == 1 else 's'}{where}",
         [order.model_dump(mode="json") for order in orders],
         page={"limit": limit, "nextCursor": next_cursor},
     )
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=_ERRORS,
     )
     async def list_orders(store: StoreDep, limit: Limit = 100, cursor: Cursor = None) -> Response:
-        return await _page(store, store.keys.all_orders, limit, cursor, "orders")
+        return await _page(store, store.keys.all_orders, limit, cursor)
 
     @app.get(
         "/api/orders/user/{userId}",
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> Response:
-        return await _page(store, store.keys.by_user(user_id), limit, cursor, f"orders of user {user_id}")
+        return await _page(store, store.keys.by_user(user_id), limit, cursor, f" of user {user_id}")
 
     @app.get(
         "/api/orders/status/{status}",
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValueError:
             known = ", ".join(OrderStatus)
             raise HTTPException(400, f"Unknown status {status!r}; use one of {known}") from None
-        return await _page(store, store.keys.by_status(wanted), limit, cursor, f"{wanted} orders")
+        return await _page(store, store.keys.by_status(wanted), limit, cursor, f" in status {wanted}")
 
     @app.get(
         "/api/orders/{orderId}",

@@ -335,9 +335,8 @@ class Stack:
 
     def wait_ready(self, key: str, timeout: float = 60) -> None:
         proc = self.procs[key]
-        port = {"api": self.api_port, "query": self.query_port}.get(key, self.processor_port)
-        port = int(proc.env.get("PROCESSOR_PORT", port)) if key.startswith("processor") else port
-        url = f"http://127.0.0.1:{port}/health/ready"
+        service = key.split("-")[0]  # "processor-2" is a processor
+        url = f"http://127.0.0.1:{proc.env[service.upper() + '_PORT']}/health/ready"
         wait_until(key, lambda: httpx.get(url, timeout=2).status_code == 200, timeout, [proc])
 
     def stop(self) -> None:
