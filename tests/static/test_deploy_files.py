@@ -106,7 +106,7 @@ def test_healthchecks_gate_the_start_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("kafka", "redis"):
         assert services[name]["healthcheck"]["test"]
-    expected = {"api": {"kafka"}, "processor": {"kafka", "redis"}, "query": {"redis"}}
+    expected = {"api": {"kafka", "redis"}, "processor": {"kafka", "redis"}, "query": {"redis"}}
     for name, needs in expected.items():
         depends = services[name]["depends_on"]
         assert set(depends) == needs

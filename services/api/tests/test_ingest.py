@@ -2,8 +2,10 @@
 
 import asyncio
 import json
+import signal
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -14,7 +16,10 @@ from aiokafka import AIOKafkaConsumer
 
 from orders_api.app import create_app
 from orders_api.settings import Settings
-from orders_stack import free_port
+from orders_common.events import OrderPlacedEvent
+from orders_common.models import OrderStatus
+from orders_common.store import OrderStore
+from orders_stack import Infra, free_port
 
 GOOD = {"userId": 1, "productName": "Gaming Laptop", "quantity": 2, "price": 1299.99}
 
@@ -127,15 +132,42 @@ async def test_root_redirects_to_swagger(api: Client) -> None:
     assert set(body["required"]) == {"userId", "productName", "quantity", "price"}
 
 
+@pytest.fixture
+def real(test_env: dict[str, str]) -> dict[str, object]:
+    """Settings for this test's own topic and key prefix on the real Kafka and Redis."""
+    return {
+        "kafka_bootstrap_servers": test_env["KAFKA_BOOTSTRAP_SERVERS"],
+        "kafka_orders_topic": test_env["KAFKA_ORDERS_TOPIC"],
+        "kafka_dlq_topic": test_env["KAFKA_DLQ_TOPIC"],
+        "redis_url": test_env["REDIS_URL"],
+        "redis_key_prefix": test_env["REDIS_KEY_PREFIX"],
+    }
+
+
+async def read_topic(bootstrap: str, topic: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """The first `count` records of a topic as (key, JSON value)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    seen: list[tuple[str, dict[str, Any]]] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(seen) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        assert record.key is not None
+                        assert record.value is not None
+                        seen.append((record.key.decode(), json.loads(record.value)))
+    finally:
+        await consumer.stop()
+    return seen
+
+
 @pytest.mark.kafka
-async def test_accepted_order_is_in_kafka_keyed_by_its_id(api: Client, test_env: dict[str, str]) -> None:
+async def test_accepted_order_is_in_kafka_keyed_by_its_id(
+    api: Client, test_env: dict[str, str], real: dict[str, object], store: OrderStore
+) -> None:
     topic = test_env["KAFKA_ORDERS_TOPIC"]
-    async with api(
-        kafka_bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
-        kafka_orders_topic=topic,
-        kafka_dlq_topic=test_env["KAFKA_DLQ_TOPIC"],
-        query_public_url="http://query.example:8001",
-    ) as client:
+    async with api(**real, query_public_url="http://query.example:8001") as client:
         assert (await client.get("/health/ready")).status_code == 200
         responses = await asyncio.gather(
             *(client.post("/api/orders", json={**GOOD, "userId": n}) for n in (1, 2, 3))
@@ -146,24 +178,100 @@ async def test_accepted_order_is_in_kafka_keyed_by_its_id(api: Client, test_env:
         assert response.headers["Location"] == f"http://query.example:8001/api/orders/{order_id}"
         assert response.json()["data"]["status"] == "PLACED"
 
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"], auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        assert len(consumer.partitions_for_topic(topic) or ()) == 6
-        seen: dict[str, Any] = {}
-        async with asyncio.timeout(30):
-            while len(seen) < 3:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        assert record.key is not None
-                        assert record.value is not None
-                        seen[record.key.decode()] = json.loads(record.value)
-    finally:
-        await consumer.stop()
+    seen = dict(await read_topic(test_env["KAFKA_BOOTSTRAP_SERVERS"], topic, 3))
     assert set(seen) == set(accepted)
     for order_id, event in seen.items():
         assert event["type"] == "order.placed"
         assert event["subject"] == order_id
         assert event["data"]["totalAmount"] == 2599.98
+        # Written through: readable at once, before any processor ran.
+        order = await store.get(order_id)
+        assert order is not None
+        assert order.model_dump(mode="json") == accepted[order_id].json()["data"]
+
+
+@pytest.mark.kafka
+async def test_same_idempotency_key_fifty_times_at_once_is_one_order(
+    api: Client, test_env: dict[str, str], real: dict[str, object], store: OrderStore
+) -> None:
+    headers = {"Idempotency-Key": "checkout-7f3a"}
+    async with api(**real) as client:
+        responses = await asyncio.gather(
+            *(client.post("/api/orders", json=GOOD, headers=headers) for _ in range(50))
+        )
+        other_user = await client.post("/api/orders", json={**GOOD, "userId": 2}, headers=headers)
+        other_body = await client.post("/api/orders", json={**GOOD, "quantity": 3}, headers=headers)
+        bad_key = await client.post("/api/orders", json=GOOD, headers={"Idempotency-Key": "x" * 256})
+    assert {r.status_code for r in responses} == {202}
+    ids = {r.json()["data"]["orderId"] for r in responses}
+    assert len(ids) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 49
+    assert other_user.status_code == 202  # keys are per user
+    assert other_user.json()["data"]["orderId"] not in ids
+    assert other_body.status_code == 422
+    assert bad_key.status_code == 400
+    (order_id,) = ids
+    assert len(await store.history(order_id)) == 1
+    assert await store.redis.zcard(store.keys.all_orders) == 2
+
+    # Long after, even once the order moved on, the key still gives the same order.
+    await store.transition(order_id, OrderStatus.PROCESSING)
+    await store.transition(order_id, OrderStatus.COMPLETED)
+    async with api(**real) as client:
+        again = await client.post("/api/orders", json=GOOD, headers=headers)
+    assert again.status_code == 202
+    assert again.json()["data"]["orderId"] == order_id
+    assert again.json()["data"]["status"] == "COMPLETED"
+
+
+@pytest.mark.kafka
+async def test_cancel_decides_against_the_current_status(
+    api: Client, test_env: dict[str, str], real: dict[str, object], store: OrderStore
+) -> None:
+    async with api(**real) as client:
+        first, second = [(await client.post("/api/orders", json=GOOD)).json()["data"] for _ in range(2)]
+        await store.transition(second["orderId"], OrderStatus.PROCESSING)  # as the processor would
+        cancelled = await client.post(f"/api/orders/{first['orderId']}/cancel")
+        again = await client.post(f"/api/orders/{first['orderId']}/cancel")
+        too_late = await client.post(f"/api/orders/{second['orderId']}/cancel")
+        unknown = await client.post(f"/api/orders/{uuid.uuid4()}/cancel")
+        not_an_id = await client.post("/api/orders/..%2F..%2Fetc%2Fpasswd/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["data"]["status"] == "CANCELLED"
+    assert cancelled.json()["data"]["cancelledAt"]
+    assert again.status_code == 200
+    assert again.json()["message"] == "Order was already cancelled"
+    assert too_late.status_code == 409
+    assert "PROCESSING" in too_late.json()["message"]
+    assert unknown.status_code == 404
+    assert not_an_id.status_code in (400, 404)
+    assert [e.status for e in await store.history(first["orderId"])] == ["PLACED", "CANCELLED"]
+    events = await read_topic(test_env["KAFKA_BOOTSTRAP_SERVERS"], test_env["KAFKA_ORDERS_TOPIC"], 3)
+    assert [(key, event["type"]) for key, event in events if key == first["orderId"]] == [
+        (first["orderId"], "order.placed"),
+        (first["orderId"], "order.cancelled"),
+    ]
+
+
+@pytest.mark.kafka
+async def test_a_503_never_becomes_an_order_even_when_kafka_takes_it_later(
+    api: Client, infra: Infra, test_env: dict[str, str], real: dict[str, object], store: OrderStore
+) -> None:
+    async with api(**real, kafka_send_timeout_ms=500) as client:
+        assert (await client.post("/api/orders", json=GOOD)).status_code == 202  # connected
+        infra.kafka.signal(signal.SIGSTOP)  # Kafka hangs with the producer's batches in flight
+        try:
+            responses = await asyncio.gather(
+                *(client.post("/api/orders", json={**GOOD, "userId": 2}) for _ in range(5))
+            )
+        finally:
+            infra.kafka.signal(signal.SIGCONT)
+        assert {r.status_code for r in responses} == {503}
+        # The producer still holds those events and delivers them once Kafka answers again.
+        events = await read_topic(test_env["KAFKA_BOOTSTRAP_SERVERS"], test_env["KAFKA_ORDERS_TOPIC"], 6)
+    late = [OrderPlacedEvent.model_validate(event) for _, event in events if event["data"]["userId"] == 2]
+    assert len(late) == 5
+    for event in late:  # what the processor does with each
+        result = await store.create(event.data.to_order(), event.id)
+        assert result.abandoned
+    assert await store.redis.zcard(store.keys.by_user(2)) == 0

@@ -40,3 +40,18 @@ def test_offsets_must_arrive_in_order() -> None:
     assert offsets.follows(4)
     with pytest.raises(ValueError, match="after"):
         offsets.started(3)
+
+
+def test_waits_until_the_writes_are_old_enough() -> None:
+    offsets = PartitionOffsets()
+    for n in (0, 1, 2):
+        offsets.started(n)
+    offsets.finished(0, at=10.0)
+    offsets.finished(2, at=11.0)
+    offsets.finished(1, at=12.0)  # the prefix reaches 3 only now
+    assert offsets.to_commit(written_before=9.0) is None
+    assert offsets.to_commit(written_before=10.5) == 1
+    assert offsets.to_commit(written_before=11.5) == 1  # 2 was done at 11, but 1 only at 12
+    assert offsets.to_commit(written_before=12.0) == 3
+    offsets.committed(3)
+    assert offsets.to_commit(written_before=99.0) is None

@@ -1,8 +1,8 @@
 """Kafka events: CloudEvents 1.0 JSON envelopes around the order data."""
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from .models import (
     Amount,
@@ -20,15 +20,21 @@ from .models import (
 )
 
 __all__ = [
+    "ORDER_CANCELLED",
     "ORDER_PLACED",
+    "Event",
     "EventError",
+    "OrderCancelled",
+    "OrderCancelledEvent",
     "OrderPlaced",
     "OrderPlacedEvent",
     "decode_event",
+    "encode_cancelled",
     "encode_placed",
 ]
 
 ORDER_PLACED: Final = "order.placed"
+ORDER_CANCELLED: Final = "order.cancelled"
 SOURCE = "/orders/api"
 
 
@@ -57,36 +63,57 @@ class OrderPlaced(WireModel):
         return Order(**self.model_dump(), status=OrderStatus.PLACED, version=1)
 
 
-class OrderPlacedEvent(WireModel):
+class OrderCancelled(WireModel):
+    """The data of an `order.cancelled` event: the api moved a PLACED order to CANCELLED."""
+
+    order_id: OrderId
+    cancelled_at: str
+
+
+class _CloudEvent(WireModel):
     """A CloudEvents 1.0 structured-mode envelope (the attribute names are all lower case)."""
 
     specversion: Literal["1.0"] = "1.0"
-    id: str
+    id: str = Field(default_factory=new_order_id)
     source: str = SOURCE
-    type: Literal["order.placed"] = ORDER_PLACED
-    time: str
+    time: str = Field(default_factory=utc_now)
     subject: str
     datacontenttype: Literal["application/json"] = "application/json"
+
+
+class OrderPlacedEvent(_CloudEvent):
+    type: Literal["order.placed"] = ORDER_PLACED
     data: OrderPlaced
 
 
-def encode_placed(order: Order) -> bytes:
-    """The Kafka value announcing a newly accepted order."""
-    event = OrderPlacedEvent(
-        id=new_order_id(),
-        time=utc_now(),
-        subject=order.order_id,
-        data=OrderPlaced(**order.model_dump(include=set(OrderPlaced.model_fields))),
-    )
+class OrderCancelledEvent(_CloudEvent):
+    type: Literal["order.cancelled"] = ORDER_CANCELLED
+    data: OrderCancelled
+
+
+Event = Annotated[OrderPlacedEvent | OrderCancelledEvent, Field(discriminator="type")]
+_EVENT: TypeAdapter[OrderPlacedEvent | OrderCancelledEvent] = TypeAdapter(Event)
+
+
+def encode_placed(order: Order, event_id: str | None = None) -> bytes:
+    """The Kafka value announcing a newly accepted order. `event_id` names this publication."""
+    data = OrderPlaced(**order.model_dump(include=set(OrderPlaced.model_fields)))
+    event = OrderPlacedEvent(id=event_id or new_order_id(), subject=order.order_id, data=data)
     return event.model_dump_json().encode()
 
 
-def decode_event(raw: bytes | None) -> OrderPlacedEvent:
+def encode_cancelled(order_id: str, cancelled_at: str) -> bytes:
+    """The Kafka value recording that the api cancelled a PLACED order."""
+    data = OrderCancelled(order_id=order_id, cancelled_at=cancelled_at)
+    return OrderCancelledEvent(subject=order_id, data=data).model_dump_json().encode()
+
+
+def decode_event(raw: bytes | None) -> OrderPlacedEvent | OrderCancelledEvent:
     """Parse a Kafka value; raises EventError with the reason when it can never be processed."""
     if raw is None:
         raise EventError("empty message")
     try:
-        event = OrderPlacedEvent.model_validate_json(raw)
+        event = _EVENT.validate_json(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "message"

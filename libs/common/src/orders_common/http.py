@@ -2,11 +2,12 @@
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
@@ -22,10 +23,12 @@ __all__ = [
     "MAX_BODY_BYTES",
     "BodySizeLimit",
     "Check",
+    "OrderIdPath",
     "envelope",
     "field_errors",
     "health_router",
     "install_common",
+    "order_id",
     "unavailable",
     "validation_failed",
 ]
@@ -56,6 +59,17 @@ def envelope(
         **extra,
     }
     return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
+
+
+OrderIdPath = Annotated[str, Path(alias="orderId", max_length=64, description="The order's id (a UUID).")]
+
+
+def order_id(value: str) -> str:
+    """The canonical form of an order id from a path; 400 when it is not a UUID."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise HTTPException(400, "orderId must be a UUID") from None
 
 
 def field_errors(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:

@@ -32,6 +32,14 @@ class Keys:
         """Sorted set like all_orders, the orders now in a status."""
         return f"{self.prefix}orders:status:{status}"
 
+    def abandoned(self, order_id: str) -> str:
+        """Set: ids of the order's Kafka events that the api answered 503 for; never applied."""
+        return f"{self.prefix}order:{order_id}:abandoned"
+
+    def idempotency(self, user_id: int, key_digest: str) -> str:
+        """String: the order an `Idempotency-Key` of a user placed, with the request's fingerprint."""
+        return f"{self.prefix}idempotency:{user_id}:{key_digest}"
+
     @property
     def updates(self) -> str:
         """Stream: one entry per transition, capped in length, for live clients."""

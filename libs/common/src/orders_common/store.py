@@ -10,17 +10,20 @@ order is never in two status indexes, and a replayed event changes nothing.
 
 import base64
 import binascii
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from redis.asyncio import Redis
 
 from .keys import Keys
 from .lifecycle import ALLOWED_FROM, TIME_FIELD
 from .models import HistoryEntry, Order, OrderStatus, utc_now
+from .settings import RedisSettings
 
-__all__ = ["InvalidCursor", "OrderStore", "TransitionResult"]
+__all__ = ["Claim", "InvalidCursor", "OrderStore", "TransitionResult"]
 
 _RECORD = """
 local function record(history, updates, maxlen, order_id, user_id, status, version, at)
@@ -33,17 +36,22 @@ end
 CREATE_SCRIPT = (
     _RECORD
     + """
--- Create an order unless it exists.
+-- Create an order unless it exists, or unless the event announcing it was abandoned.
 -- KEYS[1] order hash, KEYS[2] history list, KEYS[3] update stream,
--- KEYS[4] all-orders index, KEYS[5] the user's index, KEYS[6] the status index
+-- KEYS[4] all-orders index, KEYS[5] the user's index, KEYS[6] the status index,
+-- KEYS[7] the order's abandoned event ids
 -- ARGV[1] orderId, ARGV[2] userId, ARGV[3] status, ARGV[4] time, ARGV[5] stream cap,
--- ARGV[6..] the order's field/value pairs
--- Returns {1 created or 0 already there, status, version}.
+-- ARGV[6] the id of the event announcing the order ('' when none),
+-- ARGV[7..] the order's field/value pairs
+-- Returns {1 created, 0 already there or -2 abandoned; status; version}.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local cur = redis.call('HMGET', KEYS[1], 'status', 'version')
   return {0, cur[1], tonumber(cur[2])}
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if ARGV[6] ~= '' and redis.call('SISMEMBER', KEYS[7], ARGV[6]) == 1 then
+  return {-2, false, 0}
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 redis.call('ZADD', KEYS[5], 0, ARGV[1])
 redis.call('ZADD', KEYS[6], 0, ARGV[1])
@@ -78,6 +86,17 @@ return {1, ARGV[2], version}
 """
 )
 
+ABANDON_SCRIPT = """
+-- The api gave up waiting for Kafka to acknowledge an event: unless the order already
+-- exists (then Kafka held it after all), make sure that event never creates it.
+-- KEYS[1] order hash, KEYS[2] the order's abandoned event ids; ARGV[1] event id, ARGV[2] ttl
+-- Returns 1 when the order exists, 0 when the event is now abandoned.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 0
+"""
+
 _STATUSES = tuple(OrderStatus)
 
 
@@ -90,13 +109,25 @@ class TransitionResult:
     applied: bool
     """True when this call changed the order; False for a replay or a refused transition."""
     status: OrderStatus | None
-    """The order's status after the call; None for an unknown order."""
+    """The order's status after the call; None for an unknown (or abandoned) order."""
     version: int
+    abandoned: bool = False
+    """Creation only: the api answered 503 for this event, so it creates nothing."""
 
 
 def _result(raw: list[Any]) -> TransitionResult:
     code, status, version = raw
-    return TransitionResult(code == 1, OrderStatus(status) if status else None, int(version))
+    return TransitionResult(code == 1, OrderStatus(status) if status else None, int(version), code == -2)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What an `Idempotency-Key` stands for: the first request's order and fingerprint."""
+
+    order: Order
+    fingerprint: str
+    first: bool
+    """True when this call made the claim; False when an earlier request did."""
 
 
 def encode_cursor(order_id: str) -> str:
@@ -120,9 +151,28 @@ class OrderStore:
         self._maxlen = stream_maxlen
         self._create = redis.register_script(CREATE_SCRIPT)
         self._transition = redis.register_script(TRANSITION_SCRIPT)
+        self._abandon = redis.register_script(ABANDON_SCRIPT)
 
-    async def create(self, order: Order) -> TransitionResult:
-        """Record a newly placed order; a replay returns the order's current state."""
+    @classmethod
+    def connect(cls, settings: RedisSettings, timeout: float | None = None) -> "OrderStore":
+        """A store on a new client of `settings.redis_url`; `timeout` bounds every command.
+
+        Close it with `await store.redis.aclose()`.
+        """
+        redis = Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        return cls(redis, Keys(settings.redis_key_prefix), settings.redis_stream_maxlen)
+
+    async def create(self, order: Order, event_id: str = "") -> TransitionResult:
+        """Record a newly placed order; a replay returns the order's current state.
+
+        `event_id` names the Kafka event that announced it: an event the api
+        abandoned (see `abandon`) creates nothing.
+        """
         k = self.keys
         fields = order.model_dump(mode="json", exclude_none=True)
         pairs = [str(item) for pair in fields.items() for item in pair]
@@ -134,6 +184,7 @@ class OrderStore:
                 k.all_orders,
                 k.by_user(order.user_id),
                 k.by_status(order.status),
+                k.abandoned(order.order_id),
             ],
             args=[
                 order.order_id,
@@ -141,6 +192,7 @@ class OrderStore:
                 order.status.value,
                 order.created_at,
                 self._maxlen,
+                event_id,
                 *pairs,
             ],
         )
@@ -167,6 +219,33 @@ class OrderStore:
             ],
         )
         return _result(raw)
+
+    async def abandon(self, order_id: str, event_id: str, ttl_s: int) -> bool:
+        """Make sure the event `event_id` never creates its order, unless the order exists.
+
+        The api calls this when Kafka did not acknowledge in time: the event may
+        still land later, and this keeps its 503 true. Returns True when the
+        order already exists (Kafka held it after all), False once abandoned.
+        `ttl_s` must outlast any retry of the event by the producer.
+        """
+        k = self.keys
+        raw = await self._abandon(keys=[k.order(order_id), k.abandoned(order_id)], args=[event_id, ttl_s])
+        return bool(raw)
+
+    async def claim(self, key: str, order: Order, fingerprint: str, ttl_s: int) -> Claim:
+        """Tie an `Idempotency-Key` of `order`'s user to `order`, unless an earlier request did.
+
+        Atomic (SET NX GET), so of any number of concurrent requests with one key
+        exactly one claims it and all get the same order back.
+        """
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        value = orjson.dumps({"fingerprint": fingerprint, "order": order.model_dump(mode="json")})
+        name = self.keys.idempotency(order.user_id, digest)
+        previous = cast(str | None, await self.redis.set(name, value, nx=True, ex=ttl_s, get=True))
+        if previous is None:
+            return Claim(order, fingerprint, first=True)
+        stored = orjson.loads(previous)
+        return Claim(Order.model_validate(stored["order"]), stored["fingerprint"], first=False)
 
     async def get(self, order_id: str) -> Order | None:
         fields = await self.redis.hgetall(self.keys.order(order_id))

@@ -1,24 +1,59 @@
-"""The ingest API: `POST /api/orders` answers 202 only once Kafka holds the order."""
+"""The ingest API: a 2xx only once Kafka holds the order, and a 503 never becomes an order later.
 
+- `POST /api/orders` publishes `order.placed` and answers 202 after Kafka's
+  acknowledgment. It then writes the order to the read model itself, so the
+  `Location` it returns can be read at once (the processor's write of the
+  same order is then a no-op).
+- When Kafka does not acknowledge in time the event may still land later
+  (the producer keeps retrying it). Before answering 503 the api marks that
+  event abandoned in Redis, atomically against the order's existence: the
+  processor then never applies it. If the order exists already, Kafka held it
+  after all and the answer is 202.
+- `Idempotency-Key`: the first request with a key claims it in Redis with its
+  order; every later one with the same key and body gets that same order.
+- `POST /api/orders/{orderId}/cancel` decides in one atomic Redis step
+  (PLACED -> CANCELLED), so a 2xx can never be overtaken by the processor,
+  then publishes `order.cancelled`.
+"""
+
+import hashlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from orders_common.events import encode_placed
-from orders_common.http import envelope, health_router, install_common, unavailable, validation_failed
-from orders_common.models import Envelope, ErrorEnvelope, Order, OrderCreate
+from orders_common.events import encode_cancelled, encode_placed
+from orders_common.http import (
+    OrderIdPath,
+    envelope,
+    health_router,
+    install_common,
+    order_id,
+    unavailable,
+    validation_failed,
+)
+from orders_common.models import Envelope, ErrorEnvelope, Order, OrderCreate, OrderStatus, new_order_id
+from orders_common.store import OrderStore
 
 from .publisher import KafkaUnavailable, Publisher
 from .settings import Settings, get_settings
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT = 2.0
+"""Longest wait for one Redis command on a request's path."""
+
 _JSON_TYPES = ("application/json", "application/cloudevents+json")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 _ORDER_BODY = {
     "required": True,
@@ -26,17 +61,27 @@ _ORDER_BODY = {
 }
 
 
-def get_publisher(request: Request) -> Publisher:
-    publisher: Publisher = request.app.state.publisher
-    return publisher
+def _error(description: str) -> dict[str, object]:
+    return {"model": ErrorEnvelope, "description": description}
 
 
-PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+_UNAVAILABLE = _error("Kafka or Redis cannot take the request now; retry after `Retry-After`")
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="1 to 255 visible ASCII characters. Retrying with the same key and body "
+        "returns the same order instead of placing another.",
+    ),
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     publisher = Publisher(settings)
+    store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,18 +90,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await publisher.stop()
+            await store.redis.aclose()
 
     app = FastAPI(
         title="Order ingest API",
         version="0.1.0",
-        description="Places orders: validates them and publishes them to Kafka. "
+        description="Places and cancels orders: validates them and publishes them to Kafka. "
         "Read them back on the query service.",
         lifespan=lifespan,
     )
     app.state.publisher = publisher
+    app.state.store = store
     install_common(app, settings.cors_origins)
-    app.include_router(health_router({"kafka": publisher.check}))
+    app.include_router(health_router({"kafka": publisher.check, "redis": store.redis.ping}))
     location = settings.query_public_url.rstrip("/") + "/api/orders/{}"
+
+    def accepted(order: Order, *, replayed: bool = False) -> Response:
+        headers = {"Location": location.format(order.order_id)}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return envelope("Order accepted", order.model_dump(mode="json"), status_code=202, headers=headers)
+
+    async def publish_placed(order: Order) -> Response | None:
+        """Publish the order; None once Kafka holds it, else the 503 to answer."""
+        event_id = new_order_id()
+        try:
+            await publisher.publish(order.order_id, encode_placed(order, event_id))
+        except KafkaUnavailable as exc:
+            if not exc.maybe_sent or not await abandon(order, event_id):
+                return unavailable(f"Order not accepted, Kafka is unavailable: {exc}")
+            log.info("order %s: Kafka was slow to acknowledge but held it", order.order_id)
+            return None
+        try:
+            await store.create(order, event_id)
+        except RedisError as exc:
+            log.warning(
+                "order %s is in Kafka but not yet readable (the processor writes it): %r", order.order_id, exc
+            )
+        return None
+
+    async def abandon(order: Order, event_id: str) -> bool:
+        """Make sure an unacknowledged event is never applied; True if the order exists after all."""
+        try:
+            return await store.abandon(order.order_id, event_id, settings.abandoned_event_ttl_s)
+        except RedisError as exc:
+            log.error(
+                "order %s: cannot mark event %s abandoned (%r); if Kafka took it, it will still be applied",
+                order.order_id,
+                event_id,
+                exc,
+            )
+            return False
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -69,31 +153,70 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=Envelope[Order],
         openapi_extra={"requestBody": _ORDER_BODY},
         responses={
-            400: {"model": ErrorEnvelope, "description": "Invalid order (see `errors`)"},
-            413: {"model": ErrorEnvelope, "description": "Body over 64 KiB"},
-            415: {"model": ErrorEnvelope, "description": "Body is not JSON"},
-            503: {"model": ErrorEnvelope, "description": "Kafka cannot take the order now"},
+            400: _error("Invalid order (see `errors`) or Idempotency-Key"),
+            413: _error("Body over 64 KiB"),
+            415: _error("Body is not JSON"),
+            422: _error("Idempotency-Key already used with a different order"),
+            503: _UNAVAILABLE,
         },
     )
-    async def place_order(request: Request, publisher: PublisherDep) -> Response:
+    async def place_order(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
         """Validate the order, publish `order.placed` keyed by its id, and answer 202 once
         every in-sync Kafka replica holds it. Track it on the query service (`Location`)."""
         content_type = request.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
             return envelope("Content-Type must be application/json", status_code=415)
         try:
-            order = Order.place(OrderCreate.model_validate_json(await request.body()))
+            placed = OrderCreate.model_validate_json(await request.body())
         except ValidationError as exc:
             return validation_failed(exc)
-        try:
-            await publisher.publish(order.order_id, encode_placed(order))
-        except KafkaUnavailable as exc:
-            return unavailable(f"Order not accepted, Kafka is unavailable: {exc}")
-        return envelope(
-            "Order accepted",
-            order.model_dump(mode="json"),
-            status_code=202,
-            headers={"Location": location.format(order.order_id)},
-        )
+        order = Order.place(placed)
+        replayed = False
+        if idempotency_key is not None:
+            if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+                return envelope("Idempotency-Key must be 1 to 255 visible ASCII characters", status_code=400)
+            fingerprint = hashlib.sha256(placed.model_dump_json().encode()).hexdigest()
+            claim = await store.claim(idempotency_key, order, fingerprint, settings.idempotency_key_ttl_s)
+            if claim.fingerprint != fingerprint:
+                return envelope("Idempotency-Key was already used for a different order", status_code=422)
+            if not claim.first:
+                order, replayed = claim.order, True
+                if (current := await store.get(order.order_id)) is not None:
+                    return accepted(current, replayed=True)
+        if (failure := await publish_placed(order)) is not None:
+            return failure
+        return accepted(order, replayed=replayed)
+
+    @app.post(
+        "/api/orders/{orderId}/cancel",
+        summary="Cancel an order that is still PLACED",
+        response_model=Envelope[Order],
+        responses={
+            400: _error("orderId is not a UUID"),
+            404: _error("No such order"),
+            409: _error("The order is PROCESSING or final; it can no longer be cancelled"),
+            503: _UNAVAILABLE,
+        },
+    )
+    async def cancel_order(order_id_path: OrderIdPath) -> Response:
+        """Cancel atomically against the order's current status: a 200 means it is CANCELLED
+        (the processor can no longer start it); 409 once it is PROCESSING or later."""
+        oid = order_id(order_id_path)
+        result = await store.transition(oid, OrderStatus.CANCELLED)
+        if result.status is None:
+            raise HTTPException(404, f"Order {oid} not found")
+        if result.status is not OrderStatus.CANCELLED:
+            raise HTTPException(409, f"Order {oid} is {result.status}; only a PLACED order can be cancelled")
+        order = await store.get(oid)
+        if order is None:  # only if it expired in between; there is no delete
+            raise HTTPException(404, f"Order {oid} not found")
+        if result.applied and order.cancelled_at:
+            try:
+                await publisher.publish(oid, encode_cancelled(oid, order.cancelled_at))
+            except KafkaUnavailable as exc:
+                # The cancellation is decided and recorded; the event only reports it.
+                log.warning("order %s cancelled, but order.cancelled not published: %s", oid, exc)
+        message = "Order cancelled" if result.applied else "Order was already cancelled"
+        return envelope(message, order.model_dump(mode="json"))
 
     return app

@@ -31,7 +31,15 @@ _FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced, ProducerC
 
 
 class KafkaUnavailable(Exception):
-    """Kafka did not take the message in time; the caller answers 503."""
+    """Kafka did not take the message in time; the caller answers 503.
+
+    `maybe_sent` is True when the message had reached the producer: it may
+    still be delivered later, so the caller must make sure it is never applied.
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class Publisher:
@@ -59,27 +67,29 @@ class Publisher:
         requests while Kafka is down waits no longer than one of them would.
         """
         producer = None
+        sending = False
         try:
             async with asyncio.timeout(self._timeout):
                 producer = await self._current()
+                sending = True
                 delivery = await producer.send(self._settings.kafka_orders_topic, value, key=key.encode())
                 # Shielded: the batch is in flight whatever we do; keep its future intact.
                 await asyncio.shield(delivery)
         except TimeoutError:
-            raise KafkaUnavailable("Kafka did not acknowledge in time") from None
+            raise KafkaUnavailable("Kafka did not acknowledge in time", maybe_sent=sending) from None
         except _FATAL as exc:
             log.error("producer failed for good (%r); replacing it", exc)
             if producer is not None:
                 await self._discard(producer)
-            raise KafkaUnavailable(f"Kafka producer failed: {exc}") from exc
+            raise KafkaUnavailable(f"Kafka producer failed: {exc}", maybe_sent=sending) from exc
         except KafkaError as exc:
-            raise KafkaUnavailable(f"Kafka refused the message: {exc}") from exc
+            raise KafkaUnavailable(f"Kafka refused the message: {exc}", maybe_sent=sending) from exc
 
     async def check(self) -> None:
         """Readiness: the producer is connected and the cluster answers a metadata request."""
         producer = await self._current()
         if not await producer.client.fetch_all_metadata():
-            raise KafkaUnavailable("no metadata from Kafka")
+            raise KafkaUnavailable("no metadata from Kafka", maybe_sent=False)
 
     async def _current(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -106,7 +116,7 @@ class Publisher:
                 await stop_bounded(producer, "producer stop")
                 raise
         except (TimeoutError, KafkaError, OSError) as exc:
-            raise KafkaUnavailable(f"cannot connect to Kafka: {exc!r}") from exc
+            raise KafkaUnavailable(f"cannot connect to Kafka: {exc!r}", maybe_sent=False) from exc
         return producer
 
     async def _discard(self, producer: AIOKafkaProducer | None = None) -> None:

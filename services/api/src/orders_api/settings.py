@@ -2,12 +2,12 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from orders_common.settings import HttpSettings, KafkaSettings, LogSettings
+from orders_common.settings import HttpSettings, KafkaSettings, LogSettings, RedisSettings
 
 __all__ = ["Settings", "get_settings"]
 
 
-class Settings(KafkaSettings, HttpSettings, LogSettings):
+class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings):
     api_port: int = Field(8000, description="Port of the ingest API.")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of the ingest API.")
     query_public_url: str = Field(
@@ -17,6 +17,14 @@ class Settings(KafkaSettings, HttpSettings, LogSettings):
         5000, ge=100, description="Longest wait for Kafka's acknowledgment before answering 503."
     )
     kafka_linger_ms: int = Field(0, ge=0, description="Producer linger: wait this long to batch sends.")
+    idempotency_key_ttl_s: int = Field(
+        86_400, ge=60, description="How long an `Idempotency-Key` keeps returning the same order."
+    )
+    abandoned_event_ttl_s: int = Field(
+        7 * 86_400,
+        ge=3600,
+        description="How long the processor remembers to ignore an event the api answered 503 for.",
+    )
 
 
 @lru_cache

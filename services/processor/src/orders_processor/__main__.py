@@ -6,9 +6,7 @@ import signal
 
 import uvicorn
 import uvloop
-from redis.asyncio import Redis
 
-from orders_common.keys import Keys
 from orders_common.serving import configure_logging
 from orders_common.store import OrderStore
 
@@ -18,16 +16,17 @@ from .worker import Worker
 
 log = logging.getLogger("orders_processor")
 
+REDIS_TIMEOUT = 10.0
+"""Longest wait for one Redis command; a command that times out is retried (idempotently)."""
+
 
 async def run(settings: Settings) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
-    worker = Worker(
-        settings, OrderStore(redis, Keys(settings.redis_key_prefix), settings.redis_stream_maxlen)
-    )
+    store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
+    worker = Worker(settings, store)
     health = HealthServer(
         uvicorn.Config(
             create_health_app(worker, settings.cors_origins),
@@ -50,7 +49,7 @@ async def run(settings: Settings) -> None:
     finally:
         health.should_exit = True
         await health_task
-        await redis.aclose()
+        await store.redis.aclose()
         log.info("processor stopped")
 
 

@@ -19,6 +19,12 @@ class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings):
     processor_commit_interval_ms: int = Field(
         200, ge=10, description="How often processed offsets are committed."
     )
+    processor_commit_lag_ms: int = Field(
+        2000,
+        ge=0,
+        description="Commit an offset only once the Redis writes before it are this old, so that "
+        "Redis's once-a-second AOF fsync has put them on disk (0: commit at once).",
+    )
     processor_drain_timeout_ms: int = Field(
         20_000, ge=0, description="On shutdown or rebalance: how long in-flight orders may finish."
     )

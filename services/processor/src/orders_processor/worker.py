@@ -2,6 +2,9 @@
 
 For every `order.placed` event it writes PLACED, then PROCESSING, waits the
 processing delay and writes COMPLETED, each transition one atomic Redis script.
+An order the api cancelled meanwhile stays CANCELLED; an event the api
+answered 503 for (abandoned) creates nothing; `order.cancelled` events replay
+the api's cancellation idempotently.
 
 - Concurrency: every record is its own task, up to `processor_max_in_flight`
   at once; records with the same key (one order) run one after another, so
@@ -12,8 +15,8 @@ processing delay and writes COMPLETED, each transition one atomic Redis script.
   transition is idempotent in Redis.
 - Transient Redis or Kafka errors are retried with backoff, forever: a record
   is never committed before it is written.
-- Records that can never be processed (not JSON, wrong schema, unknown type)
-  go to the dead-letter topic with the reason in headers, and the partition
+- Records that can never be processed (not JSON, wrong schema, unknown type,
+  impossible transition) go to the dead-letter topic with the reason in headers, and the partition
   moves on.
 - Rebalance and shutdown: in-flight records of the partitions being given up
   get `processor_drain_timeout_ms` to finish, what finished is committed, the
@@ -23,6 +26,7 @@ processing delay and writes COMPLETED, each transition one atomic Redis script.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,7 +37,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from orders_common.events import EventError, decode_event
+from orders_common.events import EventError, OrderCancelledEvent, decode_event
 from orders_common.kafka import ensure_topics, new_producer, stop_bounded
 from orders_common.models import Order, OrderStatus
 from orders_common.store import OrderStore
@@ -57,6 +61,8 @@ class Metrics:
     received: int = 0
     completed: int = 0
     replayed: int = 0
+    cancelled: int = 0
+    abandoned: int = 0
     dead_lettered: int = 0
     retries: int = 0
     commits: int = 0
@@ -72,6 +78,7 @@ class Worker:
         self._delay = settings.processing_delay_ms / 1000
         self._max_in_flight = settings.processor_max_in_flight
         self._drain_timeout = settings.processor_drain_timeout_ms / 1000
+        self._commit_lag = settings.processor_commit_lag_ms / 1000
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -202,11 +209,12 @@ class Worker:
             event = decode_event(record.value)
             if record.key is not None and record.key != event.subject.encode():
                 raise EventError("record key differs from the event's subject")
+            if isinstance(event, OrderCancelledEvent):
+                await self.cancel(event)
+            else:
+                await self.advance(event.data.to_order(), event.id)
         except EventError as exc:
             await self._dead_letter(record, str(exc))
-            return
-        try:
-            await self.advance(event.data.to_order())
         except _TRANSIENT:
             raise  # retried by the caller
         except Exception as exc:
@@ -214,14 +222,21 @@ class Worker:
             log.exception("cannot process %s[%d]@%d", record.topic, record.partition, record.offset)
             await self._dead_letter(record, f"processing failed: {exc!r}")
 
-    async def advance(self, order: Order) -> None:
+    async def advance(self, order: Order, event_id: str = "") -> None:
         """Drive one order as far as it goes: PLACED, PROCESSING, (delay), COMPLETED.
 
         Safe to repeat at any point: each step is applied at most once, so a
-        replayed event resumes where the order stands and adds no history.
+        replayed event resumes where the order stands and adds no history. An
+        order the api cancelled stays CANCELLED (PROCESSING is refused), and an
+        event the api abandoned (answered 503 for) creates nothing.
         """
         store = self._store
-        status = (await store.create(order)).status
+        created = await store.create(order, event_id)
+        if created.abandoned:
+            log.info("order %s: event %s was answered 503 by the api; ignored", order.order_id, event_id)
+            self.metrics.abandoned += 1
+            return
+        status = created.status
         if status is OrderStatus.PLACED:
             status = (await store.transition(order.order_id, OrderStatus.PROCESSING)).status
         if status is OrderStatus.PROCESSING:
@@ -232,6 +247,15 @@ class Worker:
                 self.metrics.completed += 1
                 return
         self.metrics.replayed += 1
+
+    async def cancel(self, event: OrderCancelledEvent) -> None:
+        """Apply a cancellation the api already decided and recorded (normally a no-op replay)."""
+        data = event.data
+        result = await self._store.transition(data.order_id, OrderStatus.CANCELLED, data.cancelled_at)
+        if result.applied:
+            self.metrics.cancelled += 1
+        elif result.status is not OrderStatus.CANCELLED:
+            raise EventError(f"impossible transition: order {data.order_id} is {result.status or 'unknown'}")
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         assert self._dlq is not None
@@ -279,15 +303,22 @@ class Worker:
                 log.exception("periodic commit failed; will try again")
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit, per partition, the end of the contiguous prefix of finished records."""
+        """Commit, per partition, the end of the contiguous prefix of finished records.
+
+        Periodic commits take only records written `processor_commit_lag_ms` ago,
+        so a host crash that loses Redis's last second of AOF re-delivers them.
+        Commits on release (`only`: rebalance, shutdown) take everything finished:
+        Redis is still up then and its next fsync follows within a second.
+        """
         if self._consumer is None:
             return
+        written_before = None if only is not None else time.monotonic() - self._commit_lag
         # One commit at a time: a slow commit can never land after, and undo, a newer one.
         async with self._commit_lock:
             ready = {
                 tp: (tracker, offset)
                 for tp, tracker in list(self._offsets.items())
-                if (only is None or tp in only) and (offset := tracker.to_commit()) is not None
+                if (only is None or tp in only) and (offset := tracker.to_commit(written_before)) is not None
             }
             if not ready:
                 return

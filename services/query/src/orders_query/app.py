@@ -1,17 +1,14 @@
 """The read API: every order read is served from the Redis read model."""
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse
-from redis.asyncio import Redis
 from starlette.responses import Response
 
-from orders_common.http import envelope, health_router, install_common
-from orders_common.keys import Keys
+from orders_common.http import OrderIdPath, envelope, health_router, install_common, order_id
 from orders_common.models import MAX_USER_ID, Envelope, ErrorEnvelope, ListEnvelope, Order, OrderStatus
 from orders_common.store import InvalidCursor, OrderStore
 
@@ -58,12 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
-        app.state.store = OrderStore(redis, Keys(settings.redis_key_prefix), settings.redis_stream_maxlen)
+        app.state.store = store = OrderStore.connect(settings)
         try:
             yield
         finally:
-            await redis.aclose()
+            await store.redis.aclose()
 
     app = FastAPI(
         title="Order query API",
@@ -132,16 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=Envelope[Order],
         responses={**_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such order"}},
     )
-    async def get_order(
-        store: StoreDep, order_id: Annotated[str, Path(alias="orderId", max_length=64)]
-    ) -> Response:
-        try:
-            order_id = str(uuid.UUID(order_id))
-        except ValueError:
-            raise HTTPException(400, "orderId must be a UUID") from None
-        order = await store.get(order_id)
+    async def get_order(store: StoreDep, order_id_path: OrderIdPath) -> Response:
+        oid = order_id(order_id_path)
+        order = await store.get(oid)
         if order is None:
-            raise HTTPException(404, f"Order {order_id} not found")
+            raise HTTPException(404, f"Order {oid} not found")
         return envelope("Order found", order.model_dump(mode="json"))
 
     return app
