@@ -122,3 +122,29 @@ async def test_an_empty_index_and_a_foreign_cursor(store: OrderStore) -> None:
     assert await store.page(store.keys.by_user(999), 10) == ([], None)
     with pytest.raises(InvalidCursor):
         await store.page(store.keys.all_orders, 10, "not-a-cursor!")
+
+
+async def test_an_abandoned_event_creates_nothing_but_another_does(
+    store: OrderStore, new_order: NewOrder
+) -> None:
+    order = new_order()
+    assert await store.abandon(order.order_id, "e1", ttl_s=60) is False
+    assert (await store.create(order, "e1")).abandoned
+    assert await store.get(order.order_id) is None
+    assert 0 < await store.redis.ttl(store.keys.abandoned(order.order_id)) <= 60
+    # A retry of the same order (same Idempotency-Key) is a new event: it creates the order.
+    created = await store.create(order, "e2")
+    assert (created.applied, created.abandoned) == (True, False)
+    assert (await store.create(order, "e1")).status is S.PLACED  # a late e1 is a plain replay
+    assert await store.abandon(order.order_id, "e3", ttl_s=60) is True  # exists: Kafka held it
+
+
+async def test_one_claim_per_idempotency_key(store: OrderStore, new_order: NewOrder) -> None:
+    orders = [new_order() for _ in range(20)]
+    claims = await asyncio.gather(*(store.claim("k-1", o, "fp", ttl_s=60) for o in orders))
+    assert sum(c.first for c in claims) == 1
+    assert len({c.order.order_id for c in claims}) == 1
+    winner = next(c.order for c in claims if c.first)
+    assert all(c.order == winner and c.fingerprint == "fp" for c in claims)
+    other_user = await store.claim("k-1", new_order(user_id=2), "fp", ttl_s=60)
+    assert other_user.first

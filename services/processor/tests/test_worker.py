@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orders_common.events import encode_placed
+from orders_common.events import encode_cancelled, encode_placed
 from orders_common.kafka import ensure_topics
 from orders_common.models import Order
 from orders_common.models import OrderStatus as S
@@ -69,6 +69,24 @@ class Rig:
         async with asyncio.timeout(timeout):
             while await self.count(status) < count:
                 await asyncio.sleep(0.05)
+
+    async def dead_letters(self, count: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
+        """The first `count` records of the dead-letter topic: value and headers."""
+        consumer = AIOKafkaConsumer(
+            self.settings.kafka_dlq_topic,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        dead: list[tuple[bytes | None, dict[str, bytes]]] = []
+        try:
+            async with asyncio.timeout(30):
+                while len(dead) < count:
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        dead += [(r.value, dict(r.headers)) for r in records]
+        finally:
+            await consumer.stop()
+        return dead
 
     async def committed_and_end(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
         """The group's committed offsets and the partitions' end offsets (non-empty ones)."""
@@ -173,25 +191,47 @@ async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(rig: Rig
     committed, end = await rig.committed_and_end()
     assert committed == end, "the partition moved on past every poison message"
 
-    consumer = AIOKafkaConsumer(
-        rig.settings.kafka_dlq_topic,
-        bootstrap_servers=rig.settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    dead: list[tuple[bytes | None, dict[str, bytes]]] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(dead) < len(poison):
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    dead += [(r.value, dict(r.headers)) for r in records]
-    finally:
-        await consumer.stop()
+    dead = await rig.dead_letters(len(poison))
     assert [value for value, _ in dead] == poison
     assert all(headers["dlq.reason"] and headers["dlq.topic"] == rig.topic.encode() for _, headers in dead)
     assert b"type" in dead[2][1]["dlq.reason"]
     assert b"price" in dead[3][1]["dlq.reason"]
     assert running.worker.metrics.dead_lettered == len(poison)
+
+
+async def test_cancelled_and_abandoned_orders_are_left_alone(rig: Rig) -> None:
+    cancelled, abandoned, finished = rig.new_order(), rig.new_order(), rig.new_order()
+    # The api cancelled one order before the processor read it, and answered 503 for
+    # another, whose event Kafka took anyway.
+    await rig.store.create(cancelled)
+    await rig.store.transition(cancelled.order_id, S.CANCELLED)
+    assert not await rig.store.abandon(abandoned.order_id, "event-503", ttl_s=60)
+    await rig.send([cancelled, finished])
+    await rig.producer.send_and_wait(
+        rig.topic, encode_placed(abandoned, "event-503"), key=abandoned.order_id.encode()
+    )
+    at = "2026-01-01T00:00:00.000Z"
+    for order in (cancelled, finished):  # a replayed cancellation, and an impossible one
+        await rig.producer.send_and_wait(
+            rig.topic, encode_cancelled(order.order_id, at), key=order.order_id.encode()
+        )
+    running = rig.start()
+    dead = await rig.dead_letters(1)
+    await running.stop()
+
+    assert [h.status for h in await rig.store.history(cancelled.order_id)] == [S.PLACED, S.CANCELLED]
+    assert await rig.store.get(abandoned.order_id) is None
+    assert [h.status for h in await rig.store.history(finished.order_id)] == [
+        S.PLACED,
+        S.PROCESSING,
+        S.COMPLETED,
+    ]
+    assert dead[0][0] is not None
+    assert json.loads(dead[0][0])["subject"] == finished.order_id
+    assert b"impossible transition" in dead[0][1]["dlq.reason"]
+    assert (running.worker.metrics.abandoned, running.worker.metrics.dead_lettered) == (1, 1)
+    committed, end = await rig.committed_and_end()
+    assert committed == end
 
 
 async def test_a_restart_reprocesses_nothing_and_shutdown_drains(rig: Rig) -> None:
