@@ -2,7 +2,16 @@ import json
 
 import pytest
 
-from orders_common.events import ORDER_PLACED, EventError, decode_event, encode_placed
+from orders_common.events import (
+    ORDER_CANCELLED,
+    ORDER_PLACED,
+    EventError,
+    OrderCancelledEvent,
+    OrderPlacedEvent,
+    decode_event,
+    encode_cancelled,
+    encode_placed,
+)
 from orders_common.models import Order, OrderCreate
 
 
@@ -21,7 +30,22 @@ def test_placed_event_is_a_cloudevent_with_the_order() -> None:
     assert envelope["datacontenttype"] == "application/json"
     assert {"id", "source", "time"} <= set(envelope)
     assert envelope["data"]["totalAmount"] == 59.97
-    assert decode_event(raw).data.to_order() == order
+    event = decode_event(raw)
+    assert isinstance(event, OrderPlacedEvent)
+    assert event.data.to_order() == order
+    assert json.loads(encode_placed(order, "publication-1"))["id"] == "publication-1"
+
+
+def test_cancelled_event_names_the_order_and_the_time() -> None:
+    order = an_order()
+    raw = encode_cancelled(order.order_id, "2026-11-25T12:00:00.000Z")
+    envelope = json.loads(raw)
+    assert (envelope["type"], envelope["subject"]) == (ORDER_CANCELLED, order.order_id)
+    event = decode_event(raw)
+    assert isinstance(event, OrderCancelledEvent)
+    assert event.data.cancelled_at == "2026-11-25T12:00:00.000Z"
+    with pytest.raises(EventError, match="subject"):
+        decode_event(json.dumps({**envelope, "subject": an_order().order_id}).encode())
 
 
 @pytest.mark.parametrize(
