@@ -11,6 +11,7 @@ import base64
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -114,6 +115,7 @@ class Infra:
     kafka_port: int = 9092
     redis_port: int = 6379
     kafka_heap: str = "512m"
+    controller_port: int = 0
     procs: list[Proc] = field(default_factory=list)
 
     @property
@@ -152,7 +154,8 @@ class Infra:
     def _start_kafka(self, java: str, libs: Path) -> Proc:
         home = self.data_dir / "kafka"
         home.mkdir(parents=True, exist_ok=True)
-        controller = free_port()
+        # The controller keeps its port across restarts: the quorum's voters name it.
+        controller = self.controller_port = self.controller_port or free_port()
         props = home / "server.properties"
         props.write_text(
             "\n".join(
@@ -247,6 +250,21 @@ class Infra:
         self.procs.append(proc)
         return proc
 
+    def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop Kafka or Redis with `sig` (SIGKILL: a crash), then start it again on the same
+        port and data, and wait until it answers."""
+        proc = self.kafka if name == "kafka" else self.redis
+        proc.signal(sig)
+        if proc.wait(60) is None:
+            proc.kill()
+        self.procs.remove(proc)
+        if name == "kafka":
+            self.kafka = self._start_kafka(_require("java", ""), ensure_kafka_jars())
+            wait_until("Kafka", lambda: asyncio.run(_kafka_answers(self.kafka_bootstrap)), 120, [self.kafka])
+        else:
+            self.redis = self._start_redis(_require("redis-server", ""))
+            wait_until("Redis", self._redis_answers, 60, [self.redis])
+
     def _redis_answers(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as sock:
             sock.sendall(b"PING\r\n")
@@ -331,6 +349,16 @@ class Stack:
             env={**self.service_env(), **env},
         ).start()
         self.procs[key] = proc
+        return proc
+
+    def restart(self, key: str, sig: signal.Signals = signal.SIGKILL) -> Proc:
+        """Stop one service process with `sig` (SIGKILL: a crash) and start it again as it was."""
+        old = self.procs[key]
+        old.signal(sig)
+        if old.wait(60) is None:
+            old.kill()
+        old.stop()  # reaps what is left of its group
+        self.procs[key] = proc = Proc(key, old.argv, old.log_path, env=old.env).start()
         return proc
 
     def wait_ready(self, key: str, timeout: float = 60) -> None:

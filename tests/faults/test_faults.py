@@ -1,0 +1,240 @@
+"""The fault suite: thousands of orders through the real stack while something breaks.
+
+Each test runs the api, processor(s) and query as processes on Kafka and Redis
+of this module's own (so killing them disturbs no other test), drives orders
+with clients that retry 503s with their Idempotency-Key and cancel some
+orders, breaks something mid-load, and then audits (orders_stack.ledger):
+every acknowledged order reached its final status exactly once with its
+history in order, nothing unacknowledged exists, and Kafka holds every
+acknowledged order.
+"""
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from orders_common.events import encode_placed
+from orders_common.models import Order, OrderCreate
+from orders_common.settings import RedisSettings
+from orders_common.store import OrderStore
+from orders_stack import Infra, Stack, free_port
+from orders_stack.ledger import Ledger, audit, place_orders, settle, until
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.redis]
+
+COUNT = 2000
+RATE = 400.0
+
+
+@pytest.fixture(scope="module")
+def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    """Kafka and Redis for this module alone: its tests kill and restart them."""
+    with Infra(tmp_path_factory.mktemp("faults"), kafka_port=0, redis_port=0) as running:
+        yield running
+
+
+@dataclass
+class Rig:
+    infra: Infra
+    stack: Stack
+    store: OrderStore
+    env: dict[str, str]
+
+    @property
+    def topic(self) -> str:
+        return self.env["KAFKA_ORDERS_TOPIC"]
+
+    def add_processor(self, key: str) -> None:
+        self.stack.start_service("processor", key, PROCESSOR_PORT=str(free_port()))
+        self.stack.wait_ready(key)
+
+    async def load(self, ledger: Ledger, count: int = COUNT, cancel_every: int = 10) -> Ledger:
+        return await place_orders(
+            self.stack.api_url, count, rate=RATE, cancel_every=cancel_every, ledger=ledger
+        )
+
+    async def verify(self, ledger: Ledger, *, refusals_expected: bool = False) -> None:
+        """The promise, checked against the read model and the topic."""
+        await settle(self.store, ledger)
+        result = await audit(self.store, ledger, self.infra.kafka_bootstrap, self.topic)
+        assert not result.problems, result.problems
+        assert len(ledger.acked) == COUNT - ledger.gave_up
+        assert result.in_model == len(ledger.acked)
+        assert set(ledger.answers) <= {200, 202, 409, 404, 503}, ledger.answers
+        if refusals_expected:
+            assert ledger.answers[503] > 0, "the fault was felt"
+        # Nothing turns up late: a producer still holding an abandoned event delivers it
+        # by now, and it must change nothing.
+        await asyncio.sleep(2)
+        assert await self.store.redis.zcard(self.store.keys.all_orders) == result.in_model
+
+
+@pytest.fixture
+async def rig(own_infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    env = {
+        "KAFKA_ORDERS_TOPIC": f"orders-{unique}",
+        "KAFKA_DLQ_TOPIC": f"orders-{unique}.dlq",
+        "KAFKA_CONSUMER_GROUP": f"processor-{unique}",
+        "REDIS_KEY_PREFIX": f"faults:{unique}:",
+        "PROCESSING_DELAY_MS": "200",
+        "KAFKA_SEND_TIMEOUT_MS": "2000",
+        "PROCESSOR_DRAIN_TIMEOUT_MS": "10000",
+        "BIND_HOST": "127.0.0.1",
+    }
+    stack = Stack(own_infra, api_port=0, query_port=0, processor_port=0, env=env)
+    store = OrderStore.connect(
+        RedisSettings(redis_url=own_infra.redis_url, redis_key_prefix=env["REDIS_KEY_PREFIX"])
+    )
+    with stack:
+        try:
+            yield Rig(own_infra, stack, store, env)
+        finally:
+            await store.redis.aclose()
+
+
+async def test_processor_killed_mid_load_and_restarted(rig: Rig) -> None:
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 3)
+    await asyncio.to_thread(rig.stack.restart, "processor", signal.SIGKILL)
+    await rig.verify(await load)
+
+
+async def test_one_of_two_processors_killed_the_other_takes_over(rig: Rig) -> None:
+    rig.add_processor("processor-2")
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 3)
+    await asyncio.to_thread(rig.stack.procs["processor-2"].kill)
+    await rig.verify(await load)
+
+
+async def test_a_third_processor_joins_mid_load(rig: Rig) -> None:
+    rig.add_processor("processor-2")
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 3)
+    await asyncio.to_thread(rig.add_processor, "processor-3")
+    await rig.verify(await load)
+
+
+async def test_kafka_hangs_mid_load(rig: Rig) -> None:
+    """A hung broker is the hard case: batches stay in flight past the api's deadline, so
+    its 503s are for events Kafka takes later. Those must never become orders."""
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 3)
+    rig.infra.kafka.signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(6)  # three times the api's send deadline
+    finally:
+        rig.infra.kafka.signal(signal.SIGCONT)
+    await rig.verify(await load, refusals_expected=True)
+
+
+async def test_kafka_killed_mid_load_and_restarted(rig: Rig) -> None:
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 3)
+    await asyncio.to_thread(rig.infra.restart, "kafka", signal.SIGKILL)
+    await rig.verify(await load, refusals_expected=True)
+
+
+async def test_redis_killed_mid_load_and_restarted_from_its_aof(rig: Rig) -> None:
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 3)
+    await asyncio.to_thread(rig.infra.redis.kill)
+    async with httpx.AsyncClient(base_url=rig.stack.query_url, timeout=10) as query:
+        read = await query.get("/api/orders?limit=5")
+    assert read.status_code == 503, "the query service says the store is away, it does not fail"
+    await asyncio.sleep(2)
+    await asyncio.to_thread(rig.infra.restart, "redis")
+    await rig.verify(await load, refusals_expected=True)
+
+
+async def test_poison_messages_between_good_ones(rig: Rig) -> None:
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 4)
+    good = Order.place(
+        OrderCreate.model_validate({"userId": 1, "productName": "x", "quantity": 1, "price": 1})
+    )
+    envelope = json.loads(encode_placed(good))
+    poison = [
+        b"not json at all",
+        b'{"specversion": "1.0"}',
+        json.dumps({**envelope, "type": "order.teleported"}).encode(),
+        json.dumps({**envelope, "data": {**envelope["data"], "quantity": 0}}).encode(),
+        json.dumps({**envelope, "subject": "someone-else"}).encode(),
+    ] * 10
+    producer = AIOKafkaProducer(bootstrap_servers=rig.infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n, value in enumerate(poison):
+            await producer.send_and_wait(rig.topic, value, key=f"poison-{n}".encode())
+            await asyncio.sleep(0.02)  # spread between the good ones
+    finally:
+        await producer.stop()
+    await rig.verify(await load)
+    dead = await read_all(rig.infra.kafka_bootstrap, rig.env["KAFKA_DLQ_TOPIC"], len(poison))
+    assert sorted(value for value, _ in dead) == sorted(poison)
+    assert all(headers.get("dlq.reason") for _, headers in dead)
+
+
+async def test_processor_sigterm_drains_and_a_restart_repeats_nothing(rig: Rig) -> None:
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 3)
+    processor = rig.stack.procs["processor"]
+    started = time.monotonic()
+    processor.signal(signal.SIGTERM)
+    code = await asyncio.to_thread(processor.wait, 30)
+    assert code == 0, "exited by itself, cleanly, within the drain bound"
+    took = time.monotonic() - started
+    in_flight = await rig.store.redis.zcard(rig.store.keys.by_status("PROCESSING"))
+    assert in_flight == 0, "the orders it had started were finished, not left PROCESSING"
+    await asyncio.to_thread(rig.stack.restart, "processor", signal.SIGTERM)
+    await rig.verify(await load)
+    async with httpx.AsyncClient(timeout=10) as http:
+        port = rig.stack.procs["processor"].env["PROCESSOR_PORT"]
+        metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert "orders_replayed_total 0" in metrics, "the restart re-processed nothing"
+    print(f"SIGTERM to exit: {took:.1f}s")
+
+
+async def test_one_idempotency_key_fifty_times_at_once(rig: Rig) -> None:
+    body = {"userId": 5, "productName": "Desk", "quantity": 1, "price": 120.0}
+    headers = {"Idempotency-Key": "order-form-submit-1"}
+    async with httpx.AsyncClient(base_url=rig.stack.api_url, timeout=30) as api:
+        responses = await asyncio.gather(
+            *(api.post("/api/orders", json=body, headers=headers) for _ in range(50))
+        )
+    assert {r.status_code for r in responses} == {202}
+    (order_id,) = {r.json()["data"]["orderId"] for r in responses}
+    ledger = Ledger(acked={order_id: headers["Idempotency-Key"]})
+    await settle(rig.store, ledger, timeout=60)
+    assert await rig.store.redis.zcard(rig.store.keys.all_orders) == 1
+    assert [h.status for h in await rig.store.history(order_id)] == ["PLACED", "PROCESSING", "COMPLETED"]
+
+
+async def read_all(bootstrap: str, topic: str, count: int) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    seen: list[tuple[bytes, dict[str, bytes]]] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(seen) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    seen += [(r.value or b"", dict(r.headers)) for r in records]
+    finally:
+        await consumer.stop()
+    return seen

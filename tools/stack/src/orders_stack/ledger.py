@@ -1,0 +1,232 @@
+"""Drive orders through a running stack and prove what became of each one.
+
+The fault suite's instrument: `place_orders` plays many shop clients at a
+steady rate. Each client behaves as a careful one should: it sends an
+`Idempotency-Key`, retries a 503 with the same key after `Retry-After`, and
+cancels some orders right after placing them. The `Ledger` records every
+answer. `audit` then compares the ledger with the read model and the topic:
+every acknowledged order reached its final status exactly once, with its
+history in order and without repeats; nothing unacknowledged exists.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from orders_common.models import OrderStatus
+from orders_common.store import OrderStore
+
+__all__ = ["Audit", "Ledger", "audit", "place_orders", "settle", "until"]
+
+EXPECTED_HISTORY = {
+    OrderStatus.COMPLETED: [OrderStatus.PLACED, OrderStatus.PROCESSING, OrderStatus.COMPLETED],
+    OrderStatus.CANCELLED: [OrderStatus.PLACED, OrderStatus.CANCELLED],
+}
+
+
+@dataclass
+class Ledger:
+    """Every answer the clients got."""
+
+    acked: dict[str, str] = field(default_factory=dict)
+    """orderId -> Idempotency-Key, for every order answered 2xx."""
+    cancelled: set[str] = field(default_factory=set)
+    """Orders whose cancel was answered 200: they must end CANCELLED."""
+    not_cancelled: set[str] = field(default_factory=set)
+    """Orders whose cancel was answered 409: they must end COMPLETED."""
+    gave_up: int = 0
+    """Orders still refused (503) after every retry: they must not exist."""
+    answers: Counter[int] = field(default_factory=Counter)
+    """How many answers of each HTTP status, retries included."""
+    transport_errors: int = 0
+
+    def expected(self, order_id: str) -> OrderStatus:
+        return OrderStatus.CANCELLED if order_id in self.cancelled else OrderStatus.COMPLETED
+
+
+async def place_orders(
+    api_url: str,
+    count: int,
+    *,
+    rate: float = 400,
+    concurrency: int = 64,
+    cancel_every: int = 0,
+    retries: int = 30,
+    ledger: Ledger | None = None,
+    user_ids: Callable[[int], int] = lambda n: n % 97 + 1,
+) -> Ledger:
+    """Place `count` orders at about `rate` a second; cancel every `cancel_every`-th one at once."""
+    ledger = ledger if ledger is not None else Ledger()
+    numbers = iter(range(count))
+    started = time.monotonic()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        for n in numbers:
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            body = {"userId": user_ids(n), "productName": f"item {n}", "quantity": n % 5 + 1, "price": 9.99}
+            key = uuid.uuid4().hex
+            order_id = await place(http, body, key)
+            if order_id and cancel_every and n % cancel_every == 0:
+                await cancel(http, order_id)
+
+    async def place(http: httpx.AsyncClient, body: dict[str, object], key: str) -> str | None:
+        for _ in range(retries + 1):
+            try:
+                response = await http.post("/api/orders", json=body, headers={"Idempotency-Key": key})
+            except httpx.TransportError:
+                ledger.transport_errors += 1  # no answer: retry with the same key
+                await asyncio.sleep(1)
+                continue
+            ledger.answers[response.status_code] += 1
+            if response.status_code == 202:
+                order_id: str = response.json()["data"]["orderId"]
+                ledger.acked[order_id] = key
+                return order_id
+            if response.status_code != 503:
+                raise AssertionError(f"POST answered {response.status_code}: {response.text}")
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        ledger.gave_up += 1
+        return None
+
+    async def cancel(http: httpx.AsyncClient, order_id: str) -> None:
+        for _ in range(retries + 1):
+            try:
+                response = await http.post(f"/api/orders/{order_id}/cancel")
+            except httpx.TransportError:
+                ledger.transport_errors += 1
+                await asyncio.sleep(1)
+                continue
+            ledger.answers[response.status_code] += 1
+            if response.status_code == 200:
+                ledger.cancelled.add(order_id)
+                return
+            if response.status_code == 409:
+                ledger.not_cancelled.add(order_id)
+                return
+            if response.status_code not in (404, 503):  # 404: not yet readable (Redis was down)
+                raise AssertionError(f"cancel answered {response.status_code}: {response.text}")
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        raise AssertionError(f"cancel of {order_id} never got an answer")
+
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+    return ledger
+
+
+async def until(ledger: Ledger, acked: int, timeout: float = 120) -> None:
+    """Wait until the clients have `acked` orders acknowledged (to inject a fault mid-load)."""
+    async with asyncio.timeout(timeout):
+        while len(ledger.acked) < acked:  # noqa: ASYNC110 - the clients update the ledger in place
+            await asyncio.sleep(0.02)
+
+
+async def settle(store: OrderStore, ledger: Ledger, timeout: float = 180) -> None:
+    """Wait until every acknowledged order is in a final status (or the time is up)."""
+    ids = list(ledger.acked)
+    deadline = time.monotonic() + timeout
+    while ids and time.monotonic() < deadline:
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for order_id in ids:
+                pipe.hget(store.keys.order(order_id), "status")
+            statuses = await pipe.execute()
+        ids = [i for i, s in zip(ids, statuses, strict=True) if s is None or not OrderStatus(s).is_final]
+        if ids:
+            await asyncio.sleep(0.2)
+
+
+@dataclass
+class Audit:
+    """What the read model and the topic say, against the ledger. Empty lists mean all is well."""
+
+    missing: list[str] = field(default_factory=list)
+    """Acknowledged, but not in the read model."""
+    phantoms: list[str] = field(default_factory=list)
+    """In the read model, but never acknowledged."""
+    wrong: list[str] = field(default_factory=list)
+    """Wrong final status, or a history out of order or with repeats."""
+    not_in_topic: list[str] = field(default_factory=list)
+    """Acknowledged, but Kafka does not hold it."""
+    in_model: int = 0
+    events: int = 0
+
+    @property
+    def problems(self) -> dict[str, list[str]]:
+        found = {
+            "missing": self.missing,
+            "phantoms": self.phantoms,
+            "wrong": self.wrong,
+            "not_in_topic": self.not_in_topic,
+        }
+        return {name: ids[:10] for name, ids in found.items() if ids}
+
+
+async def audit(store: OrderStore, ledger: Ledger, bootstrap: str, topic: str, partitions: int = 6) -> Audit:
+    result = Audit()
+    in_model = set(cast(list[str], await store.redis.zrange(store.keys.all_orders, 0, -1)))
+    result.in_model = len(in_model)
+    result.missing = sorted(set(ledger.acked) - in_model)
+    result.phantoms = sorted(in_model - set(ledger.acked))
+    known = sorted(in_model & set(ledger.acked))
+    for batch in (known[i : i + 500] for i in range(0, len(known), 500)):
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for order_id in batch:
+                pipe.hget(store.keys.order(order_id), "status")
+                pipe.lrange(store.keys.history(order_id), 0, -1)
+            replies = await pipe.execute()
+        for order_id, status, history in zip(batch, replies[::2], replies[1::2], strict=True):
+            entries = [json.loads(entry) for entry in history]
+            expected = ledger.expected(order_id)
+            times = [entry["at"] for entry in entries]
+            if (
+                status != expected
+                or [entry["status"] for entry in entries] != EXPECTED_HISTORY[expected]
+                or [entry["version"] for entry in entries] != list(range(1, len(entries) + 1))
+                or times != sorted(times)
+            ):
+                result.wrong.append(f"{order_id}: {status}, {entries}")
+    placed = await _placed_in_topic(bootstrap, topic, partitions)
+    result.events = len(placed)
+    result.not_in_topic = sorted(set(ledger.acked) - set(placed))
+    return result
+
+
+async def _placed_in_topic(bootstrap: str, topic: str, count: int) -> list[str]:
+    """The subjects of every `order.placed` event in the topic, from the start to its end now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    subjects: list[str] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if end[tp] > 0}
+        async with asyncio.timeout(120):
+            while remaining:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    for record in records:
+                        event = _json(record.value)
+                        if isinstance(event, dict) and event.get("type") == "order.placed":
+                            subjects.append(str(event.get("subject")))
+                    if await consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return subjects
+
+
+def _json(value: bytes | None) -> object:
+    """The JSON a record holds, or None (poison records are not JSON)."""
+    try:
+        return json.loads(value or b"null")
+    except ValueError:
+        return None
