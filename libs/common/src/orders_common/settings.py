@@ -33,6 +33,9 @@ class KafkaSettings(_Base):
 class RedisSettings(_Base):
     redis_url: str = Field("redis://localhost:6379/0", description="The read model's Redis.")
     redis_key_prefix: str = Field("", description="Prefix of every Redis key (to share one Redis).")
+    redis_max_connections: int = Field(
+        64, ge=1, description="Connections one process opens to Redis at most; more requests wait."
+    )
     redis_stream_maxlen: int = Field(
         100_000, ge=1000, description="Approximate length cap of the update stream."
     )

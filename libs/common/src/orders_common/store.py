@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from .keys import Keys
 from .lifecycle import ALLOWED_FROM, TIME_FIELD
@@ -157,14 +157,18 @@ class OrderStore:
     def connect(cls, settings: RedisSettings, timeout: float | None = None) -> "OrderStore":
         """A store on a new client of `settings.redis_url`; `timeout` bounds every command.
 
-        Close it with `await store.redis.aclose()`.
+        The pool holds at most `redis_max_connections`; callers beyond wait for a
+        free connection (up to 10 s) rather than fail. Close with `await store.redis.aclose()`.
         """
-        redis = Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=10,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
+        redis = Redis.from_pool(pool)
         return cls(redis, Keys(settings.redis_key_prefix), settings.redis_stream_maxlen)
 
     async def create(self, order: Order, event_id: str = "") -> TransitionResult:

@@ -27,6 +27,11 @@ def create_health_app(worker: Worker, cors_origins: str = "") -> FastAPI:
             "orders_completed_total": ("counter", m.completed, "Orders this process completed."),
             "orders_replayed_total": ("counter", m.replayed, "Records whose work was already done."),
             "orders_cancelled_total": ("counter", m.cancelled, "Cancellations this process applied."),
+            "orders_found_cancelled_total": (
+                "counter",
+                m.found_cancelled,
+                "Orders the api cancelled before processing began.",
+            ),
             "orders_abandoned_total": ("counter", m.abandoned, "Events ignored: the api answered 503."),
             "orders_dead_lettered_total": ("counter", m.dead_lettered, "Records sent to the DLQ."),
             "orders_retries_total": ("counter", m.retries, "Retries after transient errors."),

@@ -62,6 +62,7 @@ class Metrics:
     completed: int = 0
     replayed: int = 0
     cancelled: int = 0
+    found_cancelled: int = 0
     abandoned: int = 0
     dead_lettered: int = 0
     retries: int = 0
@@ -246,7 +247,10 @@ class Worker:
             if result.applied:
                 self.metrics.completed += 1
                 return
-        self.metrics.replayed += 1
+        if status is OrderStatus.CANCELLED:
+            self.metrics.found_cancelled += 1  # the api cancelled it before processing began
+        else:
+            self.metrics.replayed += 1
 
     async def cancel(self, event: OrderCancelledEvent) -> None:
         """Apply a cancellation the api already decided and recorded (normally a no-op replay)."""
