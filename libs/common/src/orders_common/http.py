@@ -61,7 +61,15 @@ def envelope(
     return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
 
 
-OrderIdPath = Annotated[str, Path(alias="orderId", max_length=64, description="The order's id (a UUID).")]
+OrderIdPath = Annotated[
+    str,
+    Path(
+        alias="orderId",
+        max_length=64,
+        description="The order's id (a UUID).",
+        json_schema_extra={"format": "uuid"},
+    ),
+]
 
 
 def order_id(value: str) -> str:

@@ -1,6 +1,7 @@
 """Wire models: what clients send and get back, in the tutorial's camelCase JSON."""
 
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 
@@ -90,11 +92,20 @@ def total_amount(price: Decimal, quantity: int) -> Decimal:
     return (price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+# Character classes written once, for Python's `re` and for JSON Schema (ECMA-262) alike.
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_SPACE = r"\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+PRINTABLE_PATTERN = rf"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*$"
+"""Text without control characters and not blank (whitespace alone)."""
+_HAS_CONTROL = re.compile(rf"[{_CONTROL}]")
+_HAS_VISIBLE = re.compile(rf"[^{_CONTROL}{_SPACE}]")
+
+
 def _printable(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in value):
+    if _HAS_CONTROL.search(value):
         raise ValueError("must not contain control characters")
+    if not _HAS_VISIBLE.search(value):
+        raise ValueError("must not be blank")
     return value
 
 
@@ -131,11 +142,16 @@ def _canonical_uuid(value: str) -> str:
 UserId = Annotated[int, Field(ge=1, le=MAX_USER_ID, description="The customer placing the order.")]
 ProductName = Annotated[
     str,
-    Field(min_length=1, max_length=200, description="1 to 200 characters, not blank."),
+    Field(
+        min_length=1,
+        max_length=200,
+        description="1 to 200 characters, not blank, no control characters.",
+        json_schema_extra={"pattern": PRINTABLE_PATTERN},
+    ),
     AfterValidator(_printable),
 ]
 Quantity = Annotated[int, Field(ge=1, le=1000, description="1 to 1000 items.")]
-OrderId = Annotated[str, AfterValidator(_canonical_uuid)]
+OrderId = Annotated[str, AfterValidator(_canonical_uuid), Field(json_schema_extra={"format": "uuid"})]
 
 
 class WireModel(BaseModel):
@@ -164,9 +180,19 @@ class OrderCreate(WireModel):
     user_id: UserId
     product_name: ProductName
     quantity: Quantity
-    price: Annotated[Money, BeforeValidator(_json_number)] = Field(
-        description="Unit price: a JSON number, 0.01 or more, at most two decimals."
-    )
+    price: Annotated[
+        Money,
+        BeforeValidator(_json_number),
+        WithJsonSchema(
+            {
+                "type": "number",
+                "minimum": float(CENT),
+                "maximum": float(MAX_PRICE),
+                "multipleOf": float(CENT),
+                "description": "Unit price: a JSON number, 0.01 or more, at most two decimals.",
+            }
+        ),
+    ]
 
 
 class Order(WireModel):
