@@ -84,7 +84,7 @@ test: deps tools lint ## Lint, then every test: unit, integration and e2e on rea
 
 .PHONY: test-unit
 test-unit: install ## Only the tests that need no Kafka, Redis or linters
-	$(BIN)/pytest -m "not kafka and not redis and not e2e and not static" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not kafka and not redis and not e2e and not static and not faults" $(PYTEST_ARGS)
 
 .PHONY: constraints
 constraints: install ## Re-pin constraints.txt from what .venv holds
