@@ -128,7 +128,7 @@ async def test_an_abandoned_event_creates_nothing_but_another_does(
     store: OrderStore, new_order: NewOrder
 ) -> None:
     order = new_order()
-    assert await store.abandon(order.order_id, "e1", ttl_s=60) is False
+    assert await store.abandon([(order.order_id, "e1")], ttl_s=60) is False
     assert (await store.create(order, "e1")).abandoned
     assert await store.get(order.order_id) is None
     assert 0 < await store.redis.ttl(store.keys.abandoned(order.order_id)) <= 60
@@ -136,7 +136,7 @@ async def test_an_abandoned_event_creates_nothing_but_another_does(
     created = await store.create(order, "e2")
     assert (created.applied, created.abandoned) == (True, False)
     assert (await store.create(order, "e1")).status is S.PLACED  # a late e1 is a plain replay
-    assert await store.abandon(order.order_id, "e3", ttl_s=60) is True  # exists: Kafka held it
+    assert await store.abandon([(order.order_id, "e3")], ttl_s=60) is True  # exists: Kafka held it
 
 
 async def test_one_claim_per_idempotency_key(store: OrderStore, new_order: NewOrder) -> None:
@@ -148,3 +148,17 @@ async def test_one_claim_per_idempotency_key(store: OrderStore, new_order: NewOr
     assert all(c.order == winner and c.fingerprint == "fp" for c in claims)
     other_user = await store.claim("k-1", new_order(user_id=2), "fp", ttl_s=60)
     assert other_user.first
+
+
+async def test_abandoning_a_batch_is_all_or_nothing(store: OrderStore, new_order: NewOrder) -> None:
+    held, others = new_order(), [new_order() for _ in range(3)]
+    await store.create(held, "e0")
+    events = [(o.order_id, f"e{n}") for n, o in enumerate([*others, held], start=1)]
+    assert await store.abandon(events, ttl_s=60) is True  # one exists: the batch was held
+    created = await store.create_all([(o, f"e{n}") for n, o in enumerate(others, start=1)])
+    assert all(result.applied for result in created), "nothing was abandoned"
+
+    batch = [new_order() for _ in range(3)]
+    assert await store.abandon([(o.order_id, f"b{n}") for n, o in enumerate(batch)], ttl_s=60) is False
+    refused = await store.create_all([(o, f"b{n}") for n, o in enumerate(batch)])
+    assert all(result.abandoned for result in refused)

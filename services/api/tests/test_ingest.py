@@ -275,3 +275,70 @@ async def test_a_503_never_becomes_an_order_even_when_kafka_takes_it_later(
         result = await store.create(event.data.to_order(), event.id)
         assert result.abandoned
     assert await store.redis.zcard(store.keys.by_user(2)) == 0
+
+
+@pytest.mark.kafka
+async def test_a_batch_is_placed_whole_in_one_transaction(
+    api: Client, test_env: dict[str, str], real: dict[str, object], store: OrderStore
+) -> None:
+    orders = [{**GOOD, "userId": n, "quantity": n} for n in range(1, 1001)]
+    async with api(**real) as client:
+        placed = await client.post("/api/orders/batch", json={"orders": orders})
+        one_bad = await client.post("/api/orders/batch", json={"orders": [*orders[:5], {**GOOD, "price": 0}]})
+        too_many = await client.post("/api/orders/batch", json={"orders": [GOOD] * 1001})
+        empty = await client.post("/api/orders/batch", json={"orders": []})
+        huge = await client.post(
+            "/api/orders/batch", json={"orders": [{**GOOD, "productName": "x" * 200}] * 5000}
+        )
+    assert placed.status_code == 202, placed.text
+    data = placed.json()["data"]
+    assert [o["userId"] for o in data] == list(range(1, 1001))
+    assert len({o["orderId"] for o in data}) == 1000
+    assert one_bad.status_code == 400
+    assert [e["field"] for e in one_bad.json()["errors"]] == ["orders.5.price"]
+    assert too_many.status_code == 400
+    assert empty.status_code == 400
+    assert huge.status_code == 413
+    events = await read_topic(test_env["KAFKA_BOOTSTRAP_SERVERS"], test_env["KAFKA_ORDERS_TOPIC"], 1000)
+    assert {key for key, _ in events} == {o["orderId"] for o in data}, "each keyed by its own orderId"
+    assert await store.redis.zcard(store.keys.all_orders) == 1000
+
+
+@pytest.mark.kafka
+async def test_a_batch_kafka_does_not_commit_in_time_is_never_seen(
+    api: Client, infra: Infra, test_env: dict[str, str], real: dict[str, object], store: OrderStore
+) -> None:
+    async with api(**real, kafka_send_timeout_ms=1000) as client:
+        first = await client.post("/api/orders/batch", json={"orders": [GOOD, GOOD]})
+        assert first.status_code == 202  # connected, with a transaction done
+        infra.kafka.signal(signal.SIGSTOP)
+        try:
+            refused = await client.post("/api/orders/batch", json={"orders": [{**GOOD, "userId": 2}] * 50})
+        finally:
+            infra.kafka.signal(signal.SIGCONT)
+        assert refused.status_code == 503
+        again = await client.post("/api/orders/batch", json={"orders": [{**GOOD, "userId": 3}] * 3})
+        assert again.status_code == 202, again.text
+    # A reader of committed records sees the two batches that were accepted, none of the other.
+    consumer = AIOKafkaConsumer(
+        test_env["KAFKA_ORDERS_TOPIC"],
+        bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    users: list[int] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(users) < 5:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    users += [json.loads(r.value or b"")["data"]["userId"] for r in records]
+        users += [
+            json.loads(r.value or b"")["data"]["userId"]
+            for records in (await consumer.getmany(timeout_ms=2000)).values()
+            for r in records
+        ]
+    finally:
+        await consumer.stop()
+    assert sorted(users) == [1, 1, 3, 3, 3]
+    assert await store.redis.zcard(store.keys.by_user(2)) == 0

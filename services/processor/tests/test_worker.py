@@ -205,7 +205,7 @@ async def test_cancelled_and_abandoned_orders_are_left_alone(rig: Rig) -> None:
     # another, whose event Kafka took anyway.
     await rig.store.create(cancelled)
     await rig.store.transition(cancelled.order_id, S.CANCELLED)
-    assert not await rig.store.abandon(abandoned.order_id, "event-503", ttl_s=60)
+    assert not await rig.store.abandon([(abandoned.order_id, "event-503")], ttl_s=60)
     await rig.send([cancelled, finished])
     await rig.producer.send_and_wait(
         rig.topic, encode_placed(abandoned, "event-503"), key=abandoned.order_id.encode()

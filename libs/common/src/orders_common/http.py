@@ -103,19 +103,26 @@ def unavailable(message: str) -> Response:
 
 
 class BodySizeLimit:
-    """Answers 413 to a request body over the limit, declared or streamed, before the app reads it."""
+    """Answers 413 to a request body over the limit, declared or streamed, before the app reads it.
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    `limits` sets other limits for some paths (a batch endpoint, say).
+    """
+
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY_BYTES, limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.limits = dict(limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit = self.limits.get(scope["path"], self.default)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._too_large(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(limit, scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -125,8 +132,8 @@ class BodySizeLimit:
                 return  # the client went away
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
-                await self._too_large(scope, receive, send)
+            if size > limit:
+                await self._too_large(limit, scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -142,13 +149,18 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = envelope(f"Request body is larger than {self.limit // 1024} KiB", status_code=413)
+    async def _too_large(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        response = envelope(f"Request body is larger than {limit // 1024} KiB", status_code=413)
         await response(scope, receive, send)
 
 
-def install_common(app: FastAPI, cors_origins: str = "") -> None:
-    """Error handlers that keep every answer in the envelope, the body limit and CORS."""
+def install_common(
+    app: FastAPI, cors_origins: str = "", body_limits: Mapping[str, int] | None = None
+) -> None:
+    """Error handlers that keep every answer in the envelope, the body limit and CORS.
+
+    `body_limits` raises (or lowers) the 64 KiB body limit for some paths.
+    """
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -169,7 +181,7 @@ def install_common(app: FastAPI, cors_origins: str = "") -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return envelope("Internal server error", status_code=500)
 
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, limits=body_limits)
     origins = [o.strip() for o in cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

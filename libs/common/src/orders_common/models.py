@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "MAX_BATCH",
     "MAX_PRICE",
     "MAX_USER_ID",
     "Amount",
@@ -31,6 +32,7 @@ __all__ = [
     "ListEnvelope",
     "Money",
     "Order",
+    "OrderBatch",
     "OrderCreate",
     "OrderId",
     "OrderStatus",
@@ -193,6 +195,18 @@ class OrderCreate(WireModel):
             }
         ),
     ]
+
+
+MAX_BATCH = 1000
+"""Most orders one `POST /api/orders/batch` may place."""
+
+
+class OrderBatch(WireModel):
+    """The body of `POST /api/orders/batch`: every order validated as a single one would be."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", validate_by_name=False)
+
+    orders: list[OrderCreate] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class Order(WireModel):

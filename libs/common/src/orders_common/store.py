@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -87,13 +88,18 @@ return {1, ARGV[2], version}
 )
 
 ABANDON_SCRIPT = """
--- The api gave up waiting for Kafka to acknowledge an event: unless the order already
--- exists (then Kafka held it after all), make sure that event never creates it.
--- KEYS[1] order hash, KEYS[2] the order's abandoned event ids; ARGV[1] event id, ARGV[2] ttl
--- Returns 1 when the order exists, 0 when the event is now abandoned.
-if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+-- The api gave up waiting for Kafka to acknowledge events: unless one of their orders
+-- already exists (then Kafka held them after all), make sure none of them is ever applied.
+-- All or nothing, for the events of one batch (a Kafka transaction) as for a single one.
+-- KEYS: per order, its hash and its abandoned-event set; ARGV[1] ttl, ARGV[2..] event ids
+-- Returns 1 when an order exists, 0 when every event is now abandoned.
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 1 end
+end
+for i = 1, #KEYS, 2 do
+  redis.call('SADD', KEYS[i + 1], ARGV[(i + 1) / 2 + 1])
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
+end
 return 0
 """
 
@@ -177,30 +183,37 @@ class OrderStore:
         `event_id` names the Kafka event that announced it: an event the api
         abandoned (see `abandon`) creates nothing.
         """
+        (result,) = await self.create_all([(order, event_id)])
+        return result
+
+    async def create_all(self, orders: Sequence[tuple[Order, str]]) -> list[TransitionResult]:
+        """`create` for many (order, eventId) pairs, in one round trip (not one atomic step)."""
         k = self.keys
-        fields = order.model_dump(mode="json", exclude_none=True)
-        pairs = [str(item) for pair in fields.items() for item in pair]
-        raw = await self._create(
-            keys=[
-                k.order(order.order_id),
-                k.history(order.order_id),
-                k.updates,
-                k.all_orders,
-                k.by_user(order.user_id),
-                k.by_status(order.status),
-                k.abandoned(order.order_id),
-            ],
-            args=[
-                order.order_id,
-                order.user_id,
-                order.status.value,
-                order.created_at,
-                self._maxlen,
-                event_id,
-                *pairs,
-            ],
-        )
-        return _result(raw)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order, event_id in orders:
+                fields = order.model_dump(mode="json", exclude_none=True)
+                await self._create(
+                    keys=[
+                        k.order(order.order_id),
+                        k.history(order.order_id),
+                        k.updates,
+                        k.all_orders,
+                        k.by_user(order.user_id),
+                        k.by_status(order.status),
+                        k.abandoned(order.order_id),
+                    ],
+                    args=[
+                        order.order_id,
+                        order.user_id,
+                        order.status.value,
+                        order.created_at,
+                        self._maxlen,
+                        event_id,
+                        *(str(item) for pair in fields.items() for item in pair),
+                    ],
+                    client=pipe,
+                )
+            return [_result(raw) for raw in await pipe.execute()]
 
     async def transition(self, order_id: str, target: OrderStatus, at: str | None = None) -> TransitionResult:
         """Move an order to `target` if the lifecycle allows it; otherwise change nothing."""
@@ -224,17 +237,21 @@ class OrderStore:
         )
         return _result(raw)
 
-    async def abandon(self, order_id: str, event_id: str, ttl_s: int) -> bool:
-        """Make sure the event `event_id` never creates its order, unless the order exists.
+    async def abandon(self, events: Sequence[tuple[str, str]], ttl_s: int) -> bool:
+        """Make sure no event of `events` ((orderId, eventId) pairs) ever creates its order,
+        unless one of those orders exists already.
 
-        The api calls this when Kafka did not acknowledge in time: the event may
-        still land later, and this keeps its 503 true. Returns True when the
-        order already exists (Kafka held it after all), False once abandoned.
-        `ttl_s` must outlast any retry of the event by the producer.
+        The api calls this when Kafka did not acknowledge in time: the events
+        may still land later, and this keeps its 503 true. Returns True when an
+        order already exists (Kafka held the events after all), False once
+        every event is abandoned. `ttl_s` must outlast any retry by the producer.
         """
-        k = self.keys
-        raw = await self._abandon(keys=[k.order(order_id), k.abandoned(order_id)], args=[event_id, ttl_s])
-        return bool(raw)
+        keys = [
+            key
+            for order_id, _ in events
+            for key in (self.keys.order(order_id), self.keys.abandoned(order_id))
+        ]
+        return bool(await self._abandon(keys=keys, args=[ttl_s, *(event_id for _, event_id in events)]))
 
     async def claim(self, key: str, order: Order, fingerprint: str, ttl_s: int) -> Claim:
         """Tie an `Idempotency-Key` of `order`'s user to `order`, unless an earlier request did.

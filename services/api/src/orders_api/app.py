@@ -9,6 +9,9 @@
   event abandoned in Redis, atomically against the order's existence: the
   processor then never applies it. If the order exists already, Kafka held it
   after all and the answer is 202.
+- `POST /api/orders/batch` places up to 1,000 orders in one Kafka
+  transaction: 202 with all of them once it is committed, else none. When
+  the commit's outcome is unknown, all its events are abandoned at once.
 - `Idempotency-Key`: the first request with a key claims it in Redis with its
   order; every later one with the same key and body gets that same order.
 - `POST /api/orders/{orderId}/cancel` decides in one atomic Redis step
@@ -38,7 +41,16 @@ from orders_common.http import (
     unavailable,
     validation_failed,
 )
-from orders_common.models import Envelope, ErrorEnvelope, Order, OrderCreate, OrderStatus, new_order_id
+from orders_common.models import (
+    MAX_BATCH,
+    Envelope,
+    ErrorEnvelope,
+    Order,
+    OrderBatch,
+    OrderCreate,
+    OrderStatus,
+    new_order_id,
+)
 from orders_common.store import OrderStore
 
 from .publisher import KafkaUnavailable, Publisher
@@ -54,10 +66,40 @@ REDIS_TIMEOUT = 2.0
 _JSON_TYPES = ("application/json", "application/cloudevents+json")
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
+BATCH_BODY_BYTES = 1024 * 1024
+
 _ORDER_BODY = {
     "required": True,
     "content": {"application/json": {"schema": OrderCreate.model_json_schema()}},
 }
+_BATCH_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "orders": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_BATCH,
+                        "items": OrderCreate.model_json_schema(),
+                    }
+                },
+                "required": ["orders"],
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+
+
+def _not_json(request: Request) -> Response | None:
+    """The 415 for a body that does not say it is JSON."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
+        return envelope("Content-Type must be application/json", status_code=415)
+    return None
 
 
 def _error(description: str) -> dict[str, object]:
@@ -101,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.publisher = publisher
     app.state.store = store
-    install_common(app, settings.cors_origins)
+    install_common(app, settings.cors_origins, body_limits={"/api/orders/batch": BATCH_BODY_BYTES})
     app.include_router(health_router({"kafka": publisher.check, "redis": store.redis.ping}))
     location = settings.query_public_url.rstrip("/") + "/api/orders/{}"
 
@@ -111,34 +153,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers["Idempotent-Replayed"] = "true"
         return envelope("Order accepted", order.model_dump(mode="json"), status_code=202, headers=headers)
 
-    async def publish_placed(order: Order) -> Response | None:
-        """Publish the order; None once Kafka holds it, else the 503 to answer."""
-        event_id = new_order_id()
+    async def publish_placed(orders: list[Order], refused: str) -> Response | None:
+        """Publish the orders, all or none; None once Kafka holds them, else the 503 to answer."""
+        events = [(order.order_id, new_order_id()) for order in orders]
         try:
-            await publisher.publish(order.order_id, encode_placed(order, event_id))
+            if len(orders) == 1:
+                await publisher.publish(orders[0].order_id, encode_placed(orders[0], events[0][1]))
+            else:
+                await publisher.publish_all(
+                    [
+                        (o.order_id, encode_placed(o, event_id))
+                        for o, (_, event_id) in zip(orders, events, strict=True)
+                    ]
+                )
         except KafkaUnavailable as exc:
-            if not exc.maybe_sent or not await abandon(order, event_id):
-                return unavailable(f"Order not accepted, Kafka is unavailable: {exc}")
-            log.info("order %s: Kafka was slow to acknowledge but held it", order.order_id)
+            if not exc.maybe_sent or not await abandon(events):
+                return unavailable(f"{refused}, Kafka is unavailable: {exc}")
+            log.info("orders %s: Kafka was slow to acknowledge but held them", [o for o, _ in events][:3])
             return None
         try:
-            await store.create(order, event_id)
+            await store.create_all([(o, event_id) for o, (_, event_id) in zip(orders, events, strict=True)])
         except RedisError as exc:
             log.warning(
-                "order %s is in Kafka but not yet readable (the processor writes it): %r", order.order_id, exc
+                "%d orders in Kafka but not yet readable (the processor writes them): %r", len(orders), exc
             )
         return None
 
-    async def abandon(order: Order, event_id: str) -> bool:
-        """Make sure an unacknowledged event is never applied; True if the order exists after all."""
+    async def abandon(events: list[tuple[str, str]]) -> bool:
+        """Make sure unacknowledged events are never applied; True if their orders exist after all."""
         try:
-            return await store.abandon(order.order_id, event_id, settings.abandoned_event_ttl_s)
+            return await store.abandon(events, settings.abandoned_event_ttl_s)
         except RedisError as exc:
             log.error(
-                "order %s: cannot mark event %s abandoned (%r); if Kafka took it, it will still be applied",
-                order.order_id,
-                event_id,
+                "cannot mark %d events abandoned (%r); if Kafka took them, they will still be applied: %s",
+                len(events),
                 exc,
+                events[:3],
             )
             return False
 
@@ -163,9 +213,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def place_order(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
         """Validate the order, publish `order.placed` keyed by its id, and answer 202 once
         every in-sync Kafka replica holds it. Track it on the query service (`Location`)."""
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
-            return envelope("Content-Type must be application/json", status_code=415)
+        if (wrong_type := _not_json(request)) is not None:
+            return wrong_type
         try:
             placed = OrderCreate.model_validate_json(await request.body())
         except ValidationError as exc:
@@ -181,9 +230,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 order, replayed = claim.order, True
                 if (current := await store.get(order.order_id)) is not None:
                     return accepted(current, replayed=True)
-        if (failure := await publish_placed(order)) is not None:
+        if (failure := await publish_placed([order], "Order not accepted")) is not None:
             return failure
         return accepted(order, replayed=replayed)
+
+    @app.post(
+        "/api/orders/batch",
+        status_code=202,
+        summary=f"Place up to {MAX_BATCH} orders, all or none",
+        response_model=Envelope[list[Order]],
+        openapi_extra={"requestBody": _BATCH_BODY},
+        responses={
+            400: _error("An invalid order (see `errors`: `orders.3.price` is the fourth order's price)"),
+            413: _error(f"Body over {BATCH_BODY_BYTES // 1024} KiB"),
+            415: _error("Body is not JSON"),
+            503: _UNAVAILABLE,
+        },
+    )
+    async def place_batch(request: Request) -> Response:
+        """Validate every order, publish them in one Kafka transaction, and answer 202 with
+        every order once the transaction is committed; on any failure none is placed."""
+        if (wrong_type := _not_json(request)) is not None:
+            return wrong_type
+        try:
+            batch = OrderBatch.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return validation_failed(exc)
+        orders = [Order.place(placed) for placed in batch.orders]
+        if (failure := await publish_placed(orders, "No order of the batch accepted")) is not None:
+            return failure
+        return envelope(
+            f"{len(orders)} order{'' if len(orders) == 1 else 's'} accepted",
+            [order.model_dump(mode="json") for order in orders],
+            status_code=202,
+        )
 
     @app.post(
         "/api/orders/{orderId}/cancel",

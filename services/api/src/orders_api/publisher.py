@@ -5,10 +5,17 @@ send, and even `stop()`, can wait forever. Every wait here has a deadline, so
 the API answers 503 instead of hanging. A few producer errors leave it failed
 for good (an out-of-order sequence, an unknown producer id): the publisher then
 throws that producer away and makes a new one on the next send.
+
+Single orders go through a plain idempotent producer. A batch goes through a
+transactional one, so that it is all or nothing: consumers read committed
+records only, and a transaction that is not committed is never seen.
 """
 
 import asyncio
 import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -42,23 +49,59 @@ class KafkaUnavailable(Exception):
         self.maybe_sent = maybe_sent
 
 
+class _Lazy:
+    """One producer, made on first use and replaced after it failed for good."""
+
+    def __init__(self, connect: Callable[[], Awaitable[AIOKafkaProducer]]) -> None:
+        self._connect = connect
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is None:
+                self._producer = await self._connect()
+            return self._producer
+
+    async def discard(self, producer: AIOKafkaProducer | None = None) -> None:
+        """Stop the producer (bounded); with `producer`, only if it is still the current one."""
+        async with self._lock:
+            if producer is None or producer is self._producer:
+                current, self._producer = self._producer, None
+                if current is not None:
+                    await stop_bounded(current, "producer stop")
+
+
 class Publisher:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._timeout = settings.kafka_send_timeout_ms / 1000
-        self._producer: AIOKafkaProducer | None = None
         self._topics_ready = False
-        self._lock = asyncio.Lock()
+        self._plain = _Lazy(self._connect)
+        # One transactional id per process: a replacement producer fences its
+        # predecessor, which aborts whatever transaction that one left open.
+        self._transactional_id = f"orders-api-{socket.gethostname()}-{os.getpid()}"
+        self._transactional = _Lazy(
+            lambda: self._connect(
+                transactional_id=self._transactional_id,
+                # An api that dies mid-transaction holds up readers of its partitions
+                # until the broker aborts the transaction: keep that short.
+                transaction_timeout_ms=max(10_000, 2 * settings.kafka_send_timeout_ms),
+            )
+        )
+        self._transaction_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Connect now if Kafka answers; if not, the first send tries again."""
         try:
-            await self._current()
+            await self._plain.get()
         except KafkaUnavailable as exc:
             log.warning("kafka not reachable at start-up, will retry on demand: %s", exc)
 
     async def stop(self) -> None:
-        await self._discard()
+        await asyncio.gather(self._plain.discard(), self._transactional.discard())
 
     async def publish(self, key: str, value: bytes) -> None:
         """Return once every in-sync replica holds the message; raise KafkaUnavailable otherwise.
@@ -70,7 +113,7 @@ class Publisher:
         sending = False
         try:
             async with asyncio.timeout(self._timeout):
-                producer = await self._current()
+                producer = await self._plain.get()
                 sending = True
                 delivery = await producer.send(self._settings.kafka_orders_topic, value, key=key.encode())
                 # Shielded: the batch is in flight whatever we do; keep its future intact.
@@ -79,27 +122,47 @@ class Publisher:
             raise KafkaUnavailable("Kafka did not acknowledge in time", maybe_sent=sending) from None
         except _FATAL as exc:
             log.error("producer failed for good (%r); replacing it", exc)
-            if producer is not None:
-                await self._discard(producer)
+            await self._plain.discard(producer)
             raise KafkaUnavailable(f"Kafka producer failed: {exc}", maybe_sent=sending) from exc
         except KafkaError as exc:
             raise KafkaUnavailable(f"Kafka refused the message: {exc}", maybe_sent=sending) from exc
 
+    async def publish_all(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish (key, value) pairs in one transaction: return once it is committed.
+
+        Raises KafkaUnavailable otherwise, with `maybe_sent` True only when the
+        commit was asked for and its outcome is unknown. A transaction that was
+        not committed is aborted (by the broker at the latest, when the next
+        producer with this id fences it): consumers never see any of it.
+        """
+        topic = self._settings.kafka_orders_topic
+        async with self._transaction_lock:  # one open transaction per producer
+            producer = None
+            committing = False
+            try:
+                async with asyncio.timeout(self._timeout):
+                    producer = await self._transactional.get()
+                    await producer.begin_transaction()
+                    deliveries = [
+                        await producer.send(topic, value, key=key.encode()) for key, value in messages
+                    ]
+                    await asyncio.shield(asyncio.gather(*deliveries))
+                    committing = True
+                    await producer.commit_transaction()
+            except (TimeoutError, KafkaError) as exc:
+                # Whatever state the transaction is in, a fresh producer starts clean.
+                await self._transactional.discard(producer)
+                raise KafkaUnavailable(
+                    f"Kafka did not commit the batch: {exc!r}", maybe_sent=committing
+                ) from None
+
     async def check(self) -> None:
         """Readiness: the producer is connected and the cluster answers a metadata request."""
-        producer = await self._current()
+        producer = await self._plain.get()
         if not await producer.client.fetch_all_metadata():
             raise KafkaUnavailable("no metadata from Kafka", maybe_sent=False)
 
-    async def _current(self) -> AIOKafkaProducer:
-        if self._producer is not None:
-            return self._producer
-        async with self._lock:
-            if self._producer is None:
-                self._producer = await self._connect()
-            return self._producer
-
-    async def _connect(self) -> AIOKafkaProducer:
+    async def _connect(self, **options: object) -> AIOKafkaProducer:
         settings = self._settings
         try:
             if not self._topics_ready:
@@ -109,6 +172,7 @@ class Publisher:
                 settings,
                 linger_ms=settings.kafka_linger_ms,
                 request_timeout_ms=max(1000, settings.kafka_send_timeout_ms),
+                **options,
             )
             try:
                 await asyncio.wait_for(producer.start(), self._timeout)
@@ -118,10 +182,3 @@ class Publisher:
         except (TimeoutError, KafkaError, OSError) as exc:
             raise KafkaUnavailable(f"cannot connect to Kafka: {exc!r}", maybe_sent=False) from exc
         return producer
-
-    async def _discard(self, producer: AIOKafkaProducer | None = None) -> None:
-        async with self._lock:
-            if producer is None or producer is self._producer:
-                current, self._producer = self._producer, None
-                if current is not None:
-                    await stop_bounded(current, "producer stop")
