@@ -19,14 +19,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from orders_common.events import encode_placed
 from orders_common.models import Order, OrderCreate
 from orders_common.settings import RedisSettings
 from orders_common.store import OrderStore
 from orders_stack import Infra, Stack, free_port
-from orders_stack.ledger import Ledger, audit, place_orders, settle, until
+from orders_stack.ledger import Ledger, audit, place_orders, read_records, settle, until
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.redis]
 
@@ -185,9 +185,9 @@ async def test_poison_messages_between_good_ones(rig: Rig) -> None:
     finally:
         await producer.stop()
     await rig.verify(await load)
-    dead = await read_all(rig.infra.kafka_bootstrap, rig.env["KAFKA_DLQ_TOPIC"], len(poison))
-    assert sorted(value for value, _ in dead) == sorted(poison)
-    assert all(headers.get("dlq.reason") for _, headers in dead)
+    dead = await read_records(rig.infra.kafka_bootstrap, rig.env["KAFKA_DLQ_TOPIC"], len(poison))
+    assert sorted(r.value or b"" for r in dead) == sorted(poison)
+    assert all(dict(r.headers).get("dlq.reason") for r in dead)
 
 
 async def test_processor_sigterm_drains_and_a_restart_repeats_nothing(rig: Rig) -> None:
@@ -224,17 +224,3 @@ async def test_one_idempotency_key_fifty_times_at_once(rig: Rig) -> None:
     await settle(rig.store, ledger, timeout=60)
     assert await rig.store.redis.zcard(rig.store.keys.all_orders) == 1
     assert [h.status for h in await rig.store.history(order_id)] == ["PLACED", "PROCESSING", "COMPLETED"]
-
-
-async def read_all(bootstrap: str, topic: str, count: int) -> list[tuple[bytes, dict[str, bytes]]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    seen: list[tuple[bytes, dict[str, bytes]]] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(seen) < count:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    seen += [(r.value or b"", dict(r.headers)) for r in records]
-    finally:
-        await consumer.stop()
-    return seen

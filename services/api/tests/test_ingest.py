@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from orders_api.app import create_app
 from orders_api.settings import Settings
@@ -20,6 +19,7 @@ from orders_common.events import OrderPlacedEvent
 from orders_common.models import OrderStatus
 from orders_common.store import OrderStore
 from orders_stack import Infra, free_port
+from orders_stack.ledger import read_records
 
 GOOD = {"userId": 1, "productName": "Gaming Laptop", "quantity": 2, "price": 1299.99}
 
@@ -146,20 +146,8 @@ def real(test_env: dict[str, str]) -> dict[str, object]:
 
 async def read_topic(bootstrap: str, topic: str, count: int) -> list[tuple[str, dict[str, Any]]]:
     """The first `count` records of a topic as (key, JSON value)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    seen: list[tuple[str, dict[str, Any]]] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(seen) < count:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        assert record.key is not None
-                        assert record.value is not None
-                        seen.append((record.key.decode(), json.loads(record.value)))
-    finally:
-        await consumer.stop()
-    return seen
+    records = await read_records(bootstrap, topic, count)
+    return [((r.key or b"").decode(), json.loads(r.value or b"null")) for r in records]
 
 
 @pytest.mark.kafka
@@ -320,25 +308,9 @@ async def test_a_batch_kafka_does_not_commit_in_time_is_never_seen(
         again = await client.post("/api/orders/batch", json={"orders": [{**GOOD, "userId": 3}] * 3})
         assert again.status_code == 202, again.text
     # A reader of committed records sees the two batches that were accepted, none of the other.
-    consumer = AIOKafkaConsumer(
-        test_env["KAFKA_ORDERS_TOPIC"],
-        bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
+    records = await read_records(
+        test_env["KAFKA_BOOTSTRAP_SERVERS"], test_env["KAFKA_ORDERS_TOPIC"], 5, committed_only=True
     )
-    await consumer.start()
-    users: list[int] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(users) < 5:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    users += [json.loads(r.value or b"")["data"]["userId"] for r in records]
-        users += [
-            json.loads(r.value or b"")["data"]["userId"]
-            for records in (await consumer.getmany(timeout_ms=2000)).values()
-            for r in records
-        ]
-    finally:
-        await consumer.stop()
+    users = [json.loads(r.value or b"")["data"]["userId"] for r in records]
     assert sorted(users) == [1, 1, 3, 3, 3]
     assert await store.redis.zcard(store.keys.by_user(2)) == 0

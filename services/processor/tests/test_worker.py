@@ -19,6 +19,7 @@ from orders_common.store import OrderStore
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
 from orders_stack import Infra
+from orders_stack.ledger import read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -72,21 +73,10 @@ class Rig:
 
     async def dead_letters(self, count: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
         """The first `count` records of the dead-letter topic: value and headers."""
-        consumer = AIOKafkaConsumer(
-            self.settings.kafka_dlq_topic,
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            auto_offset_reset="earliest",
+        records = await read_records(
+            self.settings.kafka_bootstrap_servers, self.settings.kafka_dlq_topic, count
         )
-        await consumer.start()
-        dead: list[tuple[bytes | None, dict[str, bytes]]] = []
-        try:
-            async with asyncio.timeout(30):
-                while len(dead) < count:
-                    for records in (await consumer.getmany(timeout_ms=500)).values():
-                        dead += [(r.value, dict(r.headers)) for r in records]
-        finally:
-            await consumer.stop()
-        return dead
+        return [(r.value, dict(r.headers)) for r in records]
 
     async def committed_and_end(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
         """The group's committed offsets and the partitions' end offsets (non-empty ones)."""

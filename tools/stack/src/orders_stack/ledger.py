@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from orders_common.models import OrderStatus
 from orders_common.store import OrderStore
 
-__all__ = ["Audit", "Ledger", "audit", "place_orders", "settle", "until"]
+__all__ = ["Audit", "Ledger", "audit", "place_orders", "read_records", "settle", "until"]
 
 EXPECTED_HISTORY = {
     OrderStatus.COMPLETED: [OrderStatus.PLACED, OrderStatus.PROCESSING, OrderStatus.COMPLETED],
@@ -197,6 +197,29 @@ async def audit(store: OrderStore, ledger: Ledger, bootstrap: str, topic: str, p
     result.events = len(placed)
     result.not_in_topic = sorted(set(ledger.acked) - set(placed))
     return result
+
+
+async def read_records(
+    bootstrap: str, topic: str, count: int, *, committed_only: bool = False, timeout: float = 60
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """At least the first `count` records of a topic (all partitions), from its beginning."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+    )
+    await consumer.start()
+    seen: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(seen) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    seen += records
+    finally:
+        await consumer.stop()
+    return seen
 
 
 async def _placed_in_topic(bootstrap: str, topic: str, count: int) -> list[str]:
