@@ -8,6 +8,7 @@ Everything it started is stopped at the end, on failure and on Ctrl-C.
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -72,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = _parser().parse_args()
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    for noisy in ("aiokafka", "kafka", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     if args.api_url and not (args.query_url and args.redis_url):
         sys.exit("--api-url needs --query-url and --redis-url too")
     missing = check_tools()
