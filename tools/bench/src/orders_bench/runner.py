@@ -68,6 +68,10 @@ class Plan:
     batch_size: int = 1000
     grace_s: float = 5.0
     e2e_grace_s: float = 5.0
+    idle_wait_s: float = 30.0
+    """Longest wait for the processor to finish its work before a latency step."""
+    drain_s: float = 60.0
+    """Longest wait for the processor to drain the preloaded backlog."""
 
     @classmethod
     def make(cls, quick: bool, api_workers: int) -> "Plan":
@@ -86,6 +90,8 @@ class Plan:
                 tutorial_s=3,
                 grace_s=3,
                 e2e_grace_s=3,
+                idle_wait_s=10,
+                drain_s=20,
             )
         return cls(
             quick=False,
@@ -298,6 +304,7 @@ class Bench:
         """Fixed rates, rising, until the system no longer keeps up (then one step more is pointless)."""
         out: list[dict[str, Any]] = []
         self.results["curves"][name] = out
+        self._wait_idle()
         for done, rate in enumerate(rates):
             steps.now(f"{name.replace('_', ' ')}: {rate} orders/s for {self.plan.curve_step_s:.0f}s")
             keep = 1000 if not self.order_ids else 0
@@ -324,12 +331,12 @@ class Bench:
                 return
             self._wait_idle()
 
-    def _wait_idle(self, timeout: float = 30) -> None:
+    def _wait_idle(self) -> None:
         """Let the processor finish what it has before the next step (bounded)."""
         stack = self.target.stack
         if stack is None:
             return
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.plan.idle_wait_s
         while time.monotonic() < deadline:
             try:
                 text = httpx.get(f"{stack.processor_url}/metrics", timeout=2).text
@@ -445,7 +452,7 @@ class Bench:
         steps.now(f"baseline: our processor, 200 ms delay, draining {len(ids)} preloaded orders")
 
         def run() -> dict[str, Any]:
-            return asyncio.run(self._drain(stack, ids, timeout=60 if not self.plan.quick else 30))
+            return asyncio.run(self._drain(stack, ids, timeout=self.plan.drain_s))
 
         self.guarded("processor drain", run, ("baseline", "processor"))
         steps.done()
