@@ -364,7 +364,7 @@ def write_charts(report: Mapping[str, Any], folder: Path) -> list[Path]:
     fig.suptitle(f"Load curve ({report['meta'].get('mode', '')} run, {report['meta'].get('started', '')})")
     fig.tight_layout()
     path = folder / "load_curve.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     written.append(path)
 
@@ -383,7 +383,7 @@ def write_charts(report: Mapping[str, Any], folder: Path) -> list[Path]:
         ax.invert_yaxis()
         fig.tight_layout()
         path = folder / "ratios.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
     return written
