@@ -9,7 +9,7 @@ CACHE := .cache
 KAFKA_LIBS := $(CACHE)/kafka/libs
 COMPOSE_SPEC := $(CACHE)/bin/compose-spec
 COMPOSE_GO_VERSION := v2.16.2
-PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack
+PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: constraints.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml tools/stack/pyproject.toml
+$(VENV)/.installed: constraints.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml tools/stack/pyproject.toml tools/bench/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-dev.txt $(PACKAGES)
 	touch $@
@@ -60,6 +60,25 @@ deps: install kafka-jars redis-server ## Everything `up` and `test` need
 up: deps ## Run Kafka, Redis, api, processor and query as local processes (Ctrl-C stops all)
 	$(BIN)/python -m orders_stack
 
+.PHONY: bench-tools
+bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (needs root)
+	@missing=""; command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v redis-benchmark >/dev/null || missing="$$missing redis-tools"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing from Debian's packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "make bench needs Debian's packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+.PHONY: bench
+bench: deps bench-tools ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
+	$(BIN)/python -m orders_bench $(ARGS)
+
+.PHONY: bench-quick
+bench-quick: ## make bench ARGS=--quick
+	$(MAKE) bench ARGS="--quick $(ARGS)"
+
 .PHONY: watch-orders
 watch-orders: kafka-jars ## Print every event on the orders topic: time, key, value (Ctrl-C stops)
 	java -Dlog4j2.level=warn -cp '$(KAFKA_LIBS)/*' org.apache.kafka.tools.consumer.ConsoleConsumer \
@@ -70,8 +89,8 @@ watch-orders: kafka-jars ## Print every event on the orders topic: time, key, va
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/common/src services/api/src services/processor/src services/query/src tools/stack/src
-	$(BIN)/mypy conftest.py libs/common/tests services/api/tests services/processor/tests services/query/tests tests
+	$(BIN)/mypy libs/common/src services/api/src services/processor/src services/query/src tools/stack/src tools/bench/src
+	$(BIN)/mypy conftest.py libs/common/tests services/api/tests services/processor/tests services/query/tests tools/bench/tests tests
 
 .PHONY: fmt
 fmt: install ## Format and auto-fix with ruff

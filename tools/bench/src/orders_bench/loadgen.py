@@ -1,0 +1,208 @@
+"""The open-loop fixed-rate load generator, run as its own process.
+
+`python -m orders_bench.loadgen` reads a `LoadSpec` as JSON on stdin, sends
+requests on the schedule of `pacing.Schedule` with aiohttp on uvloop, and
+prints one JSON result on stdout. With a feed it also times each order from
+the POST's acknowledgment to COMPLETED seen on that feed (end to end).
+
+The bench runs it in a separate process and reports its own CPU use and send
+lag next to every figure, and runs it against the bare app too: an
+achieved rate equal to the offered one there proves the generator was not the
+bottleneck.
+"""
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import uvloop
+
+from .feeds import FeedKind, make_feed
+from .pacing import Schedule
+from .stats import percentile, summarize
+
+__all__ = ["LoadSpec", "run_load"]
+
+
+@dataclass
+class LoadSpec:
+    url: str
+    rate: float
+    duration: float
+    body: str | None = None
+    """POST this JSON when set; GET otherwise."""
+    connections: int = 256
+    timeout: float = 10.0
+    grace: float = 5.0
+    """After the last request is sent, how long answers may still come."""
+    feed: FeedKind | None = None
+    redis_url: str = ""
+    stream: str = ""
+    query_url: str = ""
+    completed_status: str = "COMPLETED"
+    e2e_grace: float = 5.0
+    """After the last answer, how long COMPLETED may still take to show."""
+    keep_ids: int = 0
+    """Return up to this many acknowledged order ids (for the read benchmarks)."""
+
+
+@dataclass
+class _Run:
+    spec: LoadSpec
+    latencies: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    acked: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)
+    ok: int = 0
+    last_ok: float = 0.0
+
+    def on_update(self, order_id: str, status: str) -> None:
+        if status == self.spec.completed_status and order_id not in self.seen:
+            self.seen[order_id] = time.perf_counter()
+
+
+async def _one(run: _Run, session: aiohttp.ClientSession, due: float, e2e: bool) -> None:
+    spec = run.spec
+    run.lags.append(time.perf_counter() - due)
+    try:
+        if spec.body is None:
+            request = session.get(spec.url)
+        else:
+            request = session.post(spec.url, data=spec.body, headers={"Content-Type": "application/json"})
+        async with request as resp:
+            payload = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        run.errors[type(exc).__name__] += 1
+        return
+    end = time.perf_counter()
+    run.statuses[status] += 1
+    if 200 <= status < 300:
+        run.ok += 1
+        run.last_ok = end
+        run.latencies.append(end - due)
+        if e2e or len(run.acked) < spec.keep_ids:
+            try:
+                run.acked[orjson.loads(payload)["data"]["orderId"]] = end
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                run.errors["bad answer"] += 1
+
+
+async def run_load(spec: LoadSpec) -> dict[str, Any]:
+    run = _Run(spec)
+    e2e = spec.feed is not None
+    feed_task: asyncio.Task[None] | None = None
+    if spec.feed is not None:
+        feed = make_feed(spec.feed, redis_url=spec.redis_url, stream=spec.stream, query_url=spec.query_url)
+        ready = asyncio.Event()
+        feed_task = asyncio.create_task(feed.run(run.on_update, ready))
+        done, _ = await asyncio.wait(
+            [feed_task, asyncio.create_task(ready.wait())], timeout=10, return_when="FIRST_COMPLETED"
+        )
+        if feed_task in done:
+            feed_task.result()  # raises why the feed stopped
+        if not ready.is_set():
+            raise TimeoutError("the update feed was not ready within 10s")
+    connector = aiohttp.TCPConnector(limit=spec.connections, limit_per_host=spec.connections)
+    timeout = aiohttp.ClientTimeout(total=spec.timeout)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            schedule = Schedule(spec.rate, spec.duration, time.perf_counter())
+            pending: set[asyncio.Task[None]] = set()
+            sent = 0
+            while sent < schedule.total:
+                due = schedule.due_by(time.perf_counter())
+                while sent < due:
+                    task = asyncio.create_task(_one(run, session, schedule.due_at(sent), e2e))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    sent += 1
+                await asyncio.sleep(schedule.next_wait(sent, time.perf_counter()))
+            sending_ended = time.perf_counter()
+            timed_out = 0
+            if pending:
+                _, late = await asyncio.wait(set(pending), timeout=spec.grace)
+                timed_out = len(late)
+                for task in late:
+                    task.cancel()
+                if late:
+                    await asyncio.wait(late)
+            if timed_out:
+                run.errors["no answer within grace"] += timed_out
+        if feed_task is not None:
+            deadline = time.perf_counter() + spec.e2e_grace
+            while time.perf_counter() < deadline and any(oid not in run.seen for oid in run.acked):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        if feed_task is not None:
+            feed_task.cancel()
+            await asyncio.gather(feed_task, return_exceptions=True)
+    cpu = time.process_time() - cpu0
+    wall = time.perf_counter() - wall0
+    start = schedule.start
+    result: dict[str, Any] = {
+        "spec": {k: v for k, v in asdict(spec).items() if k != "body"},
+        "offered_rate": spec.rate,
+        "sent": sent,
+        "ok": run.ok,
+        "non_2xx": sum(n for status, n in run.statuses.items() if not 200 <= status < 300),
+        "statuses": {str(k): v for k, v in sorted(run.statuses.items())},
+        "errors": dict(run.errors),
+        "achieved_rate": round(run.ok / max(spec.duration, run.last_ok - start), 1) if run.ok else 0.0,
+        "latency_ms": summarize(run.latencies),
+        "send_lag_ms": {
+            "p50": round(percentile(run.lags, 50) * 1000, 3) if run.lags else None,
+            "p99": round(percentile(run.lags, 99) * 1000, 3) if run.lags else None,
+        },
+        "sending_s": round(sending_ended - start, 3),
+        "generator_cpu_percent": round(100 * cpu / wall, 1) if wall else None,
+    }
+    if e2e:
+        result["e2e"] = _e2e(run, start, spec.duration)
+    if spec.keep_ids:
+        result["order_ids"] = list(run.acked)[: spec.keep_ids]
+    return result
+
+
+def _e2e(run: _Run, start: float, duration: float) -> dict[str, Any]:
+    """Ack-to-COMPLETED times, how many never showed, and whether a backlog grew."""
+    pairs = sorted((ack, run.seen[oid]) for oid, ack in run.acked.items() if oid in run.seen)
+    before_ack = sum(1 for ack, seen in pairs if seen < ack)
+    times = [max(0.0, seen - ack) for ack, seen in pairs]
+    missing = len(run.acked) - len(pairs)
+    last_seen = max((seen for _, seen in pairs), default=start)
+    third = len(times) // 3
+    early = percentile(times[:third], 50) * 1000 if third else None
+    late = percentile(times[-third:], 50) * 1000 if third else None
+    # A backlog that grows shows as later orders waiting longer than earlier ones.
+    growing = missing > 0 or (early is not None and late is not None and late > 1.5 * early + 20)
+    return {
+        "acked": len(run.acked),
+        "completed": len(pairs),
+        "missing": missing,
+        "completed_before_ack_seen": before_ack,
+        "latency_ms": summarize(times),
+        "completion_rate": round(len(pairs) / max(duration, last_seen - start), 1) if pairs else 0.0,
+        "p50_first_third_ms": round(early, 3) if early is not None else None,
+        "p50_last_third_ms": round(late, 3) if late is not None else None,
+        "sustained": not growing,
+    }
+
+
+def main() -> None:
+    spec = LoadSpec(**json.loads(sys.stdin.read()))
+    result = uvloop.run(run_load(spec))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,618 @@
+"""One bench run: start what is needed, measure in a fixed order, always stop what was started.
+
+Order of the phases (each bounded in time):
+
+1. ceilings: the bare FastAPI app (POST, GET by id, GET list) in each bare
+   configuration, the load generator against it (achieved vs offered),
+   Kafka's ProducerPerformance, redis-benchmark;
+2. the load curve with PROCESSING_DELAY_MS=0: ingest and end-to-end
+   latency at rising fixed rates until saturation;
+3. reads (wrk) over the orders just placed;
+4. ingest saturation (wrk) and bulk ingest (wrk, 1,000 orders a request);
+5. the tutorial's one-at-a-time consumer on a preloaded topic;
+6. our processor with the 200 ms delay draining a preloaded backlog, then
+   the load curve again with that delay (api and processor restarted on a
+   fresh topic, so the backlog of steps 2-4 does not get in the way).
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from orders_common.keys import Keys
+from orders_stack import Infra, Stack, free_port
+from orders_stack.procs import Proc, wait_until
+from orders_stack.stack import KAFKA_LIBS, ROOT
+
+from .ceilings import producer_perf, redis_benchmark
+from .feeds import FeedKind, read_stream, stream_tail
+from .kafka_load import ORDER_JSON, create_topic, event_size, preload
+from .loadgen import LoadSpec
+from .wrk import get_ids_script, get_script, post_script, run_wrk
+
+__all__ = ["Plan", "Target", "run_bench"]
+
+Results = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how far each phase goes."""
+
+    quick: bool
+    curve_step_s: float
+    wrk_s: float
+    rates: tuple[int, ...]
+    rates_200: tuple[int, ...]
+    bare_workers: tuple[int, ...]
+    generator_check_rates: tuple[int, ...]
+    kafka_records: int
+    redis_requests: int
+    preload: int
+    tutorial_s: float
+    batch_size: int = 1000
+    grace_s: float = 5.0
+    e2e_grace_s: float = 5.0
+    idle_wait_s: float = 30.0
+    """Longest wait for the processor to finish its work before a latency step."""
+    drain_s: float = 60.0
+    """Longest wait for the processor to drain the preloaded backlog."""
+
+    @classmethod
+    def make(cls, quick: bool, api_workers: int) -> "Plan":
+        if quick:
+            return cls(
+                quick=True,
+                curve_step_s=2,
+                wrk_s=3,
+                rates=(100, 500, 1000),
+                rates_200=(500, 2000),
+                bare_workers=(api_workers,),
+                generator_check_rates=(1000,),
+                kafka_records=50_000,
+                redis_requests=20_000,
+                preload=5_000,
+                tutorial_s=3,
+                grace_s=3,
+                e2e_grace_s=3,
+                idle_wait_s=10,
+                drain_s=20,
+            )
+        return cls(
+            quick=False,
+            curve_step_s=5,
+            wrk_s=8,
+            rates=(100, 250, 500, 1000, 2000, 3000, 4000, 6000, 8000),
+            rates_200=(500, 1000, 2000, 3000, 4000, 6000),
+            bare_workers=tuple(sorted({api_workers, 2})),
+            generator_check_rates=(1000, 2000, 4000),
+            kafka_records=300_000,
+            redis_requests=100_000,
+            preload=20_000,
+            tutorial_s=8,
+        )
+
+
+@dataclass
+class Target:
+    """What to measure: a stack started here, or one given by URLs."""
+
+    api_url: str = ""
+    query_url: str = ""
+    redis_url: str = ""
+    kafka_bootstrap: str = ""
+    key_prefix: str = ""
+    stack: Stack | None = None
+    processor_delay_ms: int | None = None
+
+    @property
+    def managed(self) -> bool:
+        return self.stack is not None
+
+    @property
+    def redis_port(self) -> int | None:
+        tail = self.redis_url.rsplit(":", 1)[-1].split("/")[0]
+        return int(tail) if tail.isdigit() else None
+
+
+def check_tools() -> list[str]:
+    """What the bench needs on the machine and lacks, each with how to get it."""
+    needs = {
+        "wrk": "apt-get install wrk",
+        "redis-benchmark": "apt-get install redis-tools",
+        "java": "apt-get install openjdk-17-jre-headless",
+    }
+    return [f"{tool} ({hint})" for tool, hint in needs.items() if shutil.which(tool) is None]
+
+
+class _Steps:
+    """The progress bar: one tick per measurement."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task("starting", total=total)
+
+    def now(self, what: str) -> None:
+        self.progress.update(self.task, description=what)
+        self.progress.console.log(what)
+
+    def done(self, count: int = 1) -> None:
+        self.progress.advance(self.task, count)
+
+
+def _loadgen(spec: LoadSpec) -> dict[str, Any]:
+    """Run the fixed-rate generator in its own process; bounded in time."""
+    bound = spec.duration + spec.grace + spec.e2e_grace + 30
+    done = subprocess.run(
+        [sys.executable, "-m", "orders_bench.loadgen"],
+        input=json.dumps(asdict(spec)),
+        capture_output=True,
+        text=True,
+        timeout=bound,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _wait_http(url: str, proc: Proc | None = None, timeout: float = 30) -> None:
+    wait_until(url, lambda: httpx.get(url, timeout=2).status_code == 200, timeout, [proc] if proc else [])
+
+
+@contextlib.contextmanager
+def _bare_server(workers: int, logs: Path) -> Iterator[str]:
+    port = free_port()
+    proc = Proc(
+        f"bare-{workers}w",
+        [sys.executable, "-m", "orders_bench.bare", str(port), str(workers)],
+        logs / f"bare-{workers}w.log",
+    ).start()
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health/ready", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop(10)
+
+
+def _fake_ids(count: int = 1000) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(count)]
+
+
+class Bench:
+    def __init__(self, plan: Plan, target: Target, feed: FeedKind, out: Path, logs: Path) -> None:
+        self.plan = plan
+        self.target = target
+        self.feed = feed
+        self.out = out
+        self.logs = logs
+        self.results: Results = {"ceilings": {}, "curves": {}, "ingest": {}, "reads": {}, "baseline": {}}
+        self.errors: list[str] = []
+        self.order_ids: list[str] = []
+
+    # -- helpers ---------------------------------------------------------------
+
+    def guarded(self, what: str, step: Callable[[], Any], where: tuple[str, ...]) -> None:
+        """Run one measurement; a failure is recorded in the report, and the run goes on."""
+        try:
+            value = step()
+        except (
+            RuntimeError,
+            OSError,
+            ValueError,
+            TimeoutError,
+            subprocess.TimeoutExpired,
+            httpx.HTTPError,
+        ) as exc:
+            self.errors.append(f"{what}: {exc}")
+            value = {"error": str(exc)}
+        node = self.results
+        for key in where[:-1]:
+            node = node.setdefault(key, {})
+        node[where[-1]] = value
+
+    def _spec(
+        self, url: str, rate: float, *, e2e: bool, body: str | None = ORDER_JSON, keep_ids: int = 0
+    ) -> LoadSpec:
+        delay = (self.target.processor_delay_ms or 0) / 1000
+        return LoadSpec(
+            url=url,
+            rate=rate,
+            duration=self.plan.curve_step_s,
+            body=body,
+            grace=self.plan.grace_s,
+            feed=self.feed if e2e else None,
+            redis_url=self.target.redis_url,
+            stream=Keys(self.target.key_prefix).updates,
+            query_url=self.target.query_url,
+            e2e_grace=self.plan.e2e_grace_s + delay,
+            keep_ids=keep_ids,
+        )
+
+    # -- phases ----------------------------------------------------------------
+
+    def ceilings(self, steps: _Steps) -> None:
+        plan = self.plan
+        configs: list[dict[str, Any]] = []
+        self.results["ceilings"]["bare"] = configs
+        body = ORDER_JSON
+        ids = _fake_ids()
+        for workers in plan.bare_workers:
+            config: dict[str, Any] = {
+                "workers": workers,
+                "server": "uvicorn, uvloop, httptools (orders_common.serving)",
+            }
+            configs.append(config)
+            with _bare_server(workers, self.logs) as url:
+                steps.now(f"ceiling: bare FastAPI POST, {workers} worker(s)")
+                config["post"] = run_wrk(f"{url}/api/orders", post_script(body), plan.wrk_s)
+                steps.done()
+                steps.now(f"ceiling: bare FastAPI GET by id and list, {workers} worker(s)")
+                config["get_id"] = run_wrk(url, get_ids_script("/api/orders/", ids), plan.wrk_s)
+                config["get_list"] = run_wrk(f"{url}/api/orders?limit=20", get_script(), plan.wrk_s)
+                steps.done()
+                if workers == plan.bare_workers[0]:
+                    checks: list[dict[str, Any]] = []
+                    self.results["generator_check"] = checks
+                    for rate in plan.generator_check_rates:
+                        steps.now(f"load generator against the bare app at {rate}/s")
+                        checks.append(_loadgen(self._spec(f"{url}/api/orders", rate, e2e=False)))
+                        steps.done()
+        if self.target.kafka_bootstrap:
+            steps.now("ceiling: Kafka ProducerPerformance (acks=all)")
+
+            def kafka() -> dict[str, Any]:
+                asyncio.run(create_topic(self.target.kafka_bootstrap, "bench-producer-perf"))
+                return producer_perf(
+                    KAFKA_LIBS,
+                    self.target.kafka_bootstrap,
+                    "bench-producer-perf",
+                    plan.kafka_records,
+                    event_size(),
+                )
+
+            self.guarded("ProducerPerformance", kafka, ("ceilings", "kafka"))
+        else:
+            self.results["ceilings"]["kafka"] = {"skipped": "no Kafka bootstrap given"}
+        steps.done()
+        port = self.target.redis_port
+        if port is not None:
+            steps.now("ceiling: redis-benchmark")
+            self.guarded(
+                "redis-benchmark", lambda: redis_benchmark(port, plan.redis_requests), ("ceilings", "redis")
+            )
+        else:
+            self.results["ceilings"]["redis"] = {"skipped": "no Redis URL given"}
+        steps.done()
+
+    def curve(self, name: str, rates: tuple[int, ...], steps: _Steps) -> None:
+        """Fixed rates, rising, until the system no longer keeps up (then one step more is pointless)."""
+        out: list[dict[str, Any]] = []
+        self.results["curves"][name] = out
+        self._wait_idle()
+        for done, rate in enumerate(rates):
+            steps.now(f"{name.replace('_', ' ')}: {rate} orders/s for {self.plan.curve_step_s:.0f}s")
+            keep = 1000 if not self.order_ids else 0
+            try:
+                result = _loadgen(
+                    self._spec(f"{self.target.api_url}/api/orders", rate, e2e=True, keep_ids=keep)
+                )
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                self.errors.append(f"{name} at {rate}/s: {exc}")
+                steps.done(len(rates) - done)
+                return
+            self.order_ids = self.order_ids or result.pop("order_ids", [])
+            result.pop("order_ids", None)
+            out.append(result)
+            steps.done()
+            kept_up = (
+                result["achieved_rate"] >= 0.9 * rate
+                and not result["non_2xx"]
+                and bool(result.get("e2e", {}).get("sustained"))
+            )
+            if not kept_up:
+                steps.progress.console.log(f"saturated at {rate}/s: stopping this curve")
+                steps.done(len(rates) - done - 1)
+                return
+            self._wait_idle()
+
+    def _wait_idle(self) -> None:
+        """Let the processor finish what it has before the next step (bounded)."""
+        stack = self.target.stack
+        if stack is None:
+            return
+        deadline = time.monotonic() + self.plan.idle_wait_s
+        while time.monotonic() < deadline:
+            try:
+                text = httpx.get(f"{stack.processor_url}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return
+            if "processor_orders_in_flight 0\n" in text:
+                return
+            time.sleep(0.2)
+
+    def reads(self, steps: _Steps) -> None:
+        plan = self.plan
+        steps.now("reads: GET /api/orders/{id}")
+        if self.order_ids:
+            self.guarded(
+                "reads by id",
+                lambda: run_wrk(
+                    self.target.query_url, get_ids_script("/api/orders/", self.order_ids), plan.wrk_s
+                ),
+                ("reads", "by_id"),
+            )
+        else:
+            self.results["reads"]["by_id"] = {"skipped": "no orders were placed"}
+        steps.done()
+        steps.now("reads: GET /api/orders?limit=20")
+        self.guarded(
+            "reads list",
+            lambda: run_wrk(f"{self.target.query_url}/api/orders?limit=20", get_script(), plan.wrk_s),
+            ("reads", "list"),
+        )
+        steps.done()
+
+    def ingest(self, steps: _Steps) -> None:
+        steps.now("ingest: POST /api/orders at saturation (wrk)")
+        self.guarded(
+            "ingest saturation",
+            lambda: run_wrk(f"{self.target.api_url}/api/orders", post_script(ORDER_JSON), self.plan.wrk_s),
+            ("ingest", "saturation"),
+        )
+        steps.done()
+        steps.now(f"bulk ingest: POST /api/orders/batch, {self.plan.batch_size} orders a request")
+        self.guarded("bulk ingest", self._bulk, ("bulk",))
+        steps.done()
+
+    def _bulk(self) -> dict[str, Any]:
+        url = f"{self.target.api_url}/api/orders/batch"
+        probe = httpx.post(
+            url, content='{"orders":[' + ORDER_JSON + "]}", headers={"Content-Type": "application/json"}
+        )
+        if probe.status_code in (404, 405):
+            return {"skipped": f"POST /api/orders/batch answered {probe.status_code} (not merged yet)"}
+        if probe.status_code != 202:
+            raise RuntimeError(f"POST /api/orders/batch answered {probe.status_code}: {probe.text[:300]}")
+        size = self.plan.batch_size
+        body = '{"orders":[' + ",".join([ORDER_JSON] * size) + "]}"
+        result = run_wrk(url, post_script(body), self.plan.wrk_s, connections=8, timeout_s=10)
+        result["batch_size"] = size
+        result["orders_per_s"] = round(result["ok_rps"] * size, 1)
+        return result
+
+    def restart_with_delay(self, delay_ms: int, steps: _Steps) -> list[str]:
+        """api and processor on a fresh topic and group; a backlog preloaded before the processor starts."""
+        stack = self.target.stack
+        assert stack is not None
+        steps.now(f"restarting api and processor with PROCESSING_DELAY_MS={delay_ms} on a fresh topic")
+        for key in ("processor", "api"):
+            stack.procs.pop(key).stop()
+        run = uuid.uuid4().hex[:8]
+        stack.env.update(
+            KAFKA_ORDERS_TOPIC=f"bench-orders-{delay_ms}-{run}",
+            KAFKA_DLQ_TOPIC=f"bench-orders-{delay_ms}-{run}.dlq",
+            KAFKA_CONSUMER_GROUP=f"bench-processor-{delay_ms}-{run}",
+            PROCESSING_DELAY_MS=str(delay_ms),
+        )
+        self.target.processor_delay_ms = delay_ms
+        ids = asyncio.run(
+            preload(self.target.kafka_bootstrap, stack.env["KAFKA_ORDERS_TOPIC"], self.plan.preload)
+        )
+        stack.start_service("api")
+        stack.wait_ready("api")
+        return ids
+
+    def tutorial(self, steps: _Steps) -> None:
+        steps.now("baseline: the tutorial's consumer, one order at a time, 200 ms each")
+
+        def run() -> dict[str, Any]:
+            topic = f"bench-tutorial-{uuid.uuid4().hex[:8]}"
+            asyncio.run(preload(self.target.kafka_bootstrap, topic, 200))
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "orders_bench.tutorial",
+                    self.target.kafka_bootstrap,
+                    topic,
+                    str(self.plan.tutorial_s),
+                    "200",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=self.plan.tutorial_s + 60,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"tutorial consumer failed: {done.stderr[-1000:]}")
+            result: dict[str, Any] = json.loads(done.stdout)
+            return result
+
+        self.guarded("tutorial baseline", run, ("baseline", "tutorial"))
+        steps.done()
+
+    def drain(self, ids: list[str], steps: _Steps) -> None:
+        stack = self.target.stack
+        assert stack is not None
+        steps.now(f"baseline: our processor, 200 ms delay, draining {len(ids)} preloaded orders")
+
+        def run() -> dict[str, Any]:
+            return asyncio.run(self._drain(stack, ids, timeout=self.plan.drain_s))
+
+        self.guarded("processor drain", run, ("baseline", "processor"))
+        steps.done()
+
+    async def _drain(self, stack: Stack, ids: list[str], timeout: float) -> dict[str, Any]:
+        """Start the processor on the backlog and time it through the update stream's own timestamps."""
+        wanted = set(ids)
+        redis = Redis.from_url(self.target.redis_url, decode_responses=True)
+        stream = Keys(self.target.key_prefix).updates
+        first_processing: datetime | None = None
+        last_completed: datetime | None = None
+        completed = 0
+        try:
+            last = await stream_tail(redis, stream)
+            started = time.monotonic()
+            await asyncio.to_thread(stack.start_service, "processor")
+            deadline = started + timeout
+            while completed < len(wanted) and time.monotonic() < deadline:
+                for entry_id, fields in await read_stream(redis, stream, last, 5000, 500):
+                    last = entry_id
+                    if fields.get("orderId") not in wanted:
+                        continue
+                    at = datetime.fromisoformat(fields["at"])
+                    if fields["status"] == "PROCESSING" and (
+                        first_processing is None or at < first_processing
+                    ):
+                        first_processing = at
+                    elif fields["status"] == "COMPLETED":
+                        completed += 1
+                        last_completed = max(at, last_completed or at)
+            wall = time.monotonic() - started
+        finally:
+            await redis.aclose()
+        await asyncio.to_thread(stack.wait_ready, "processor")
+        span = (
+            (last_completed - first_processing).total_seconds() if first_processing and last_completed else 0
+        )
+        return {
+            "delay_ms": 200,
+            "preloaded": len(wanted),
+            "completed": completed,
+            "seconds_first_processing_to_last_completed": round(span, 3),
+            "wall_seconds_including_start": round(wall, 3),
+            "completed_per_s": round(completed / span, 1) if span > 0 else None,
+            "all_completed": completed == len(wanted),
+        }
+
+    def run(self, progress: Progress) -> Results:
+        plan = self.plan
+        managed = self.target.managed
+        total = (
+            2 * len(plan.bare_workers)
+            + len(plan.generator_check_rates)
+            + 2
+            + len(plan.rates)
+            + 2
+            + 2
+            + (2 + len(plan.rates_200) if managed else 0)
+        )
+        steps = _Steps(progress, total)
+        self.ceilings(steps)
+        self.curve(f"delay_{self.target.processor_delay_ms}" if managed else "external", plan.rates, steps)
+        self._wait_idle()
+        self.reads(steps)
+        self.ingest(steps)
+        if managed:
+            ids = self.restart_with_delay(200, steps)
+            self.tutorial(steps)
+            self.drain(ids, steps)
+            self.curve("delay_200", plan.rates_200, steps)
+        self.results["errors"] = self.errors
+        return self.results
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    feed: FeedKind = "redis"
+    out: Path = field(default_factory=lambda: ROOT / ".reports" / "bench")
+    data_dir: Path = field(default_factory=lambda: ROOT / ".data" / "bench")
+    api_url: str = ""
+    query_url: str = ""
+    redis_url: str = ""
+    kafka_bootstrap: str = ""
+    key_prefix: str = ""
+
+
+def run_bench(options: Options, progress: Progress) -> tuple[Results, dict[str, Any]]:
+    """Measure everything; stop everything started here whatever happens."""
+    api_workers = int(os.environ.get("API_WORKERS", "1"))
+    plan = Plan.make(options.quick, api_workers)
+    logs = options.data_dir / "logs"
+    meta: dict[str, Any] = {
+        "mode": "quick" if options.quick else "full",
+        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "feed": options.feed,
+        "plan": asdict(plan),
+        "api_workers": api_workers,
+        "query_workers": int(os.environ.get("QUERY_WORKERS", "1")),
+        "git_commit": _git_commit(),
+    }
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as cleanup:
+        if options.api_url:
+            target = Target(
+                api_url=options.api_url.rstrip("/"),
+                query_url=options.query_url.rstrip("/"),
+                redis_url=options.redis_url,
+                kafka_bootstrap=options.kafka_bootstrap,
+                key_prefix=options.key_prefix,
+            )
+            meta["stack"] = "given by URLs"
+        else:
+            shutil.rmtree(options.data_dir, ignore_errors=True)
+            progress.console.log("starting Kafka and Redis")
+            infra = cleanup.enter_context(Infra(options.data_dir, kafka_port=0, redis_port=0))
+            run = uuid.uuid4().hex[:8]
+            env = {
+                "KAFKA_ORDERS_TOPIC": f"bench-orders-0-{run}",
+                "KAFKA_DLQ_TOPIC": f"bench-orders-0-{run}.dlq",
+                "KAFKA_CONSUMER_GROUP": f"bench-processor-0-{run}",
+                "REDIS_KEY_PREFIX": "",
+                "PROCESSING_DELAY_MS": "0",
+                "LOG_LEVEL": "WARNING",
+                "BIND_HOST": "127.0.0.1",
+            }
+            progress.console.log("starting api, processor and query")
+            stack = cleanup.enter_context(Stack(infra, api_port=0, query_port=0, processor_port=0, env=env))
+            target = Target(
+                api_url=stack.api_url,
+                query_url=stack.query_url,
+                redis_url=infra.redis_url,
+                kafka_bootstrap=infra.kafka_bootstrap,
+                stack=stack,
+                processor_delay_ms=0,
+            )
+            meta["stack"] = "started by the bench (orders_stack), logs in " + str(logs)
+        results = Bench(plan, target, options.feed, options.out, logs).run(progress)
+    meta["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    meta["duration_s"] = round(time.monotonic() - t0, 1)
+    meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results, meta
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
