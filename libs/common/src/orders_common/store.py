@@ -1,5 +1,7 @@
 """The Redis read model: every write is one atomic Lua script, every read a single round trip.
 
+Scripts that concurrent tasks run at the same time share round trips (batching.py).
+
 Layout (see keys.Keys): an order hash, a history list, sorted-set indexes (all,
 by user, by status) whose members all have score 0 so that they sort by order
 id, which is a UUIDv7 and so sorts by creation time; and a capped stream of
@@ -8,6 +10,7 @@ and the stream together, so a reader never sees one without the others, an
 order is never in two status indexes, and a replayed event changes nothing.
 """
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -19,6 +22,7 @@ from typing import Any, cast
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from .batching import ScriptBatcher
 from .keys import Keys
 from .lifecycle import ALLOWED_FROM, TIME_FIELD
 from .models import HistoryEntry, Order, OrderStatus, utc_now
@@ -158,6 +162,7 @@ class OrderStore:
         self._create = redis.register_script(CREATE_SCRIPT)
         self._transition = redis.register_script(TRANSITION_SCRIPT)
         self._abandon = redis.register_script(ABANDON_SCRIPT)
+        self._scripts = ScriptBatcher(redis)
 
     @classmethod
     def connect(cls, settings: RedisSettings, timeout: float | None = None) -> "OrderStore":
@@ -189,37 +194,36 @@ class OrderStore:
     async def create_all(self, orders: Sequence[tuple[Order, str]]) -> list[TransitionResult]:
         """`create` for many (order, eventId) pairs, in one round trip (not one atomic step)."""
         k = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for order, event_id in orders:
-                fields = order.model_dump(mode="json", exclude_none=True)
-                await self._create(
-                    keys=[
-                        k.order(order.order_id),
-                        k.history(order.order_id),
-                        k.updates,
-                        k.all_orders,
-                        k.by_user(order.user_id),
-                        k.by_status(order.status),
-                        k.abandoned(order.order_id),
-                    ],
-                    args=[
-                        order.order_id,
-                        order.user_id,
-                        order.status.value,
-                        order.created_at,
-                        self._maxlen,
-                        event_id,
-                        *(str(item) for pair in fields.items() for item in pair),
-                    ],
-                    client=pipe,
-                )
-            return [_result(raw) for raw in await pipe.execute()]
+        runs = []
+        for order, event_id in orders:
+            fields = order.model_dump(mode="json", exclude_none=True)
+            keys = [
+                k.order(order.order_id),
+                k.history(order.order_id),
+                k.updates,
+                k.all_orders,
+                k.by_user(order.user_id),
+                k.by_status(order.status),
+                k.abandoned(order.order_id),
+            ]
+            args = [
+                order.order_id,
+                order.user_id,
+                order.status.value,
+                order.created_at,
+                self._maxlen,
+                event_id,
+                *(str(item) for pair in fields.items() for item in pair),
+            ]
+            runs.append(self._scripts.run(self._create, keys, args))
+        return [_result(raw) for raw in await asyncio.gather(*runs)]
 
     async def transition(self, order_id: str, target: OrderStatus, at: str | None = None) -> TransitionResult:
         """Move an order to `target` if the lifecycle allows it; otherwise change nothing."""
         k = self.keys
-        raw = await self._transition(
-            keys=[
+        raw = await self._scripts.run(
+            self._transition,
+            [
                 k.order(order_id),
                 k.history(order_id),
                 k.updates,
@@ -251,7 +255,9 @@ class OrderStore:
             for order_id, _ in events
             for key in (self.keys.order(order_id), self.keys.abandoned(order_id))
         ]
-        return bool(await self._abandon(keys=keys, args=[ttl_s, *(event_id for _, event_id in events)]))
+        return bool(
+            await self._scripts.run(self._abandon, keys, [ttl_s, *(event_id for _, event_id in events)])
+        )
 
     async def claim(self, key: str, order: Order, fingerprint: str, ttl_s: int) -> Claim:
         """Tie an `Idempotency-Key` of `order`'s user to `order`, unless an earlier request did.

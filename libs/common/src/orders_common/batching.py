@@ -1,0 +1,95 @@
+"""Group commit for Redis scripts: what many tasks ask for at once goes out as one pipeline.
+
+The processor works on thousands of orders at a time and the api on hundreds
+of requests; each wants one script run. Sent one by one, every run is a round
+trip and a pair of syscalls on each side. The `ScriptBatcher` queues the runs
+that tasks ask for while a pipeline is on its way and sends them together
+when it returns (at most `max_pipelines` in flight), so under load one round
+trip carries hundreds of runs, and a lone request still goes out at once.
+
+Each caller gets its own result, or its own error: a script that fails fails
+only its caller; a connection that fails fails the runs it carried (the
+callers retry them, and the scripts are idempotent). Not a transaction: runs
+in one pipeline are not atomic together, each script is atomic by itself.
+"""
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+__all__ = ["ScriptBatcher"]
+
+_Run = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
+
+
+class ScriptBatcher:
+    def __init__(self, redis: "Redis", max_pipelines: int = 4, max_batch: int = 2000) -> None:
+        self._redis = redis
+        self._max_pipelines = max_pipelines
+        self._max_batch = max_batch
+        self._queue: list[_Run] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._starting = False  # a pipeline task is about to take the queue
+
+    async def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        """Run `script`, sent in the next pipeline; returns what it returns."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((script, keys, args, future))
+        self._send()
+        return await future
+
+    def _send(self) -> None:
+        if self._queue and not self._starting and len(self._in_flight) < self._max_pipelines:
+            self._starting = True
+            task = asyncio.create_task(self._execute())
+            self._in_flight.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: "asyncio.Task[None]") -> None:
+        self._in_flight.discard(task)
+        self._send()
+
+    async def _execute(self) -> None:
+        # Takes what was queued until now: every caller that ran in the meantime.
+        self._starting = False
+        batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+        self._send()
+        try:
+            results = await self._pipeline(batch)
+            missing = {id(r[0]): r[0] for r, result in zip(batch, results, strict=True) if _no_script(result)}
+            if missing:  # Redis restarted without its script cache: load, then send those again
+                for script in missing.values():
+                    script.sha = await self._redis.script_load(script.script)
+                again = [i for i, result in enumerate(results) if _no_script(result)]
+                for i, result in zip(again, await self._pipeline([batch[i] for i in again]), strict=True):
+                    results[i] = result
+        except Exception as exc:  # noqa: BLE001 - each caller gets its pipeline's failure
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:
+            for *_, future in batch:
+                future.cancel()
+            raise
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():  # its caller gave up waiting
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch: list[_Run]) -> list[Any]:
+        # EVALSHA by hand: redis-py's pipelined scripts cost a SCRIPT EXISTS round trip each time.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+
+def _no_script(result: object) -> bool:
+    return isinstance(result, NoScriptError)
