@@ -7,6 +7,7 @@ from orders_common.events import (
     ORDER_PLACED,
     EventError,
     OrderCancelledEvent,
+    OrderPlaced,
     OrderPlacedEvent,
     decode_event,
     encode_cancelled,
@@ -34,6 +35,16 @@ def test_placed_event_is_a_cloudevent_with_the_order() -> None:
     assert isinstance(event, OrderPlacedEvent)
     assert event.data.to_order() == order
     assert json.loads(encode_placed(order, "publication-1"))["id"] == "publication-1"
+
+
+def test_the_fast_encoding_is_exactly_the_event_model() -> None:
+    order = an_order()
+    raw = json.loads(encode_placed(order, "e-1"))
+    model = OrderPlacedEvent(
+        id="e-1", time=raw["time"], subject=order.order_id, data=OrderPlaced(**order.model_dump())
+    )
+    assert raw == json.loads(model.model_dump_json())
+    assert list(raw) == list(json.loads(model.model_dump_json()))
 
 
 def test_cancelled_event_names_the_order_and_the_time() -> None:

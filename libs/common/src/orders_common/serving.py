@@ -35,5 +35,7 @@ def serve(factory: str, settings: ServedSettings, port: int, workers: int = 1) -
         http="httptools",
         log_level=settings.log_level.lower(),
         access_log=False,
+        proxy_headers=False,  # nothing reads the client's address
+        server_header=False,
         timeout_graceful_shutdown=10,
     )

@@ -21,11 +21,12 @@
 
 import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -33,7 +34,9 @@ from starlette.responses import Response
 
 from orders_common.events import encode_cancelled, encode_placed
 from orders_common.http import (
+    NO_TELEMETRY,
     OrderIdPath,
+    direct,
     envelope,
     health_router,
     install_common,
@@ -109,15 +112,15 @@ def _error(description: str) -> dict[str, object]:
 _UNAVAILABLE = _error("Kafka or Redis cannot take the request now; retry after `Retry-After`")
 
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-        description="1 to 255 visible ASCII characters. Retrying with the same key and body "
-        "returns the same order instead of placing another.",
-    ),
-]
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_IDEMPOTENCY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1 to 255 visible ASCII characters. Retrying with the same key and body "
+    "returns the same order instead of placing another.",
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -140,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Places and cancels orders: validates them and publishes them to Kafka. "
         "Read them back on the query service.",
         lifespan=lifespan,
+        telemetry=NO_TELEMETRY,
     )
     app.state.publisher = publisher
     app.state.store = store
@@ -147,24 +151,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router({"kafka": publisher.check, "redis": store.redis.ping}))
     location = settings.query_public_url.rstrip("/") + "/api/orders/{}"
 
-    def accepted(order: Order, *, replayed: bool = False) -> Response:
+    def accepted(order: Order, data: dict[str, Any] | None = None, *, replayed: bool = False) -> Response:
         headers = {"Location": location.format(order.order_id)}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
-        return envelope("Order accepted", order.model_dump(mode="json"), status_code=202, headers=headers)
+        data = order.model_dump(mode="json") if data is None else data
+        return envelope("Order accepted", data, status_code=202, headers=headers)
 
-    async def publish_placed(orders: list[Order], refused: str) -> Response | None:
-        """Publish the orders, all or none; None once Kafka holds them, else the 503 to answer."""
+    async def publish_placed(
+        orders: list[Order], data: list[dict[str, Any]], refused: str
+    ) -> Response | None:
+        """Publish the orders (`data`: each one's JSON form), all or none; None once Kafka
+        holds them, else the 503 to answer."""
         events = [(order.order_id, new_order_id()) for order in orders]
+        values = [
+            encode_placed(order, event_id, fields)
+            for order, (_, event_id), fields in zip(orders, events, data, strict=True)
+        ]
         try:
             if len(orders) == 1:
-                await publisher.publish(orders[0].order_id, encode_placed(orders[0], events[0][1]))
+                await publisher.publish(orders[0].order_id, values[0])
             else:
                 await publisher.publish_all(
-                    [
-                        (o.order_id, encode_placed(o, event_id))
-                        for o, (_, event_id) in zip(orders, events, strict=True)
-                    ]
+                    [(o.order_id, value) for o, value in zip(orders, values, strict=True)]
                 )
         except KafkaUnavailable as exc:
             if not exc.maybe_sent or not await abandon(events):
@@ -196,12 +205,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs")
 
-    @app.post(
+    @direct(
+        app,
+        "POST",
         "/api/orders",
         status_code=202,
         summary="Place an order",
         response_model=Envelope[Order],
-        openapi_extra={"requestBody": _ORDER_BODY},
+        openapi_extra={"requestBody": _ORDER_BODY, "parameters": [_IDEMPOTENCY_PARAMETER]},
         responses={
             400: _error("Invalid order (see `errors`) or Idempotency-Key"),
             413: _error("Body over 64 KiB"),
@@ -210,7 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             503: _UNAVAILABLE,
         },
     )
-    async def place_order(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+    async def place_order(request: Request) -> Response:
         """Validate the order, publish `order.placed` keyed by its id, and answer 202 once
         every in-sync Kafka replica holds it. Track it on the query service (`Location`)."""
         if (wrong_type := _not_json(request)) is not None:
@@ -221,7 +232,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return validation_failed(exc)
         order = Order.place(placed)
         replayed = False
+        idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is not None:
+            if not _IDEMPOTENCY_KEY.match(idempotency_key):
+                errors = [{"field": "Idempotency-Key", "reason": "1 to 255 visible ASCII characters"}]
+                return envelope("Invalid Idempotency-Key", status_code=400, errors=errors)
             fingerprint = hashlib.sha256(placed.model_dump_json().encode()).hexdigest()
             claim = await store.claim(idempotency_key, order, fingerprint, settings.idempotency_key_ttl_s)
             if claim.fingerprint != fingerprint:
@@ -230,11 +245,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 order, replayed = claim.order, True
                 if (current := await store.get(order.order_id)) is not None:
                     return accepted(current, replayed=True)
-        if (failure := await publish_placed([order], "Order not accepted")) is not None:
+        data = order.model_dump(mode="json")
+        if (failure := await publish_placed([order], [data], "Order not accepted")) is not None:
             return failure
-        return accepted(order, replayed=replayed)
+        return accepted(order, data, replayed=replayed)
 
-    @app.post(
+    @direct(
+        app,
+        "POST",
         "/api/orders/batch",
         status_code=202,
         summary=f"Place up to {MAX_BATCH} orders, all or none",
@@ -257,12 +275,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValidationError as exc:
             return validation_failed(exc)
         orders = [Order.place(placed) for placed in batch.orders]
-        if (failure := await publish_placed(orders, "No order of the batch accepted")) is not None:
+        data = [order.model_dump(mode="json") for order in orders]
+        if (failure := await publish_placed(orders, data, "No order of the batch accepted")) is not None:
             return failure
         return envelope(
-            f"{len(orders)} order{'' if len(orders) == 1 else 's'} accepted",
-            [order.model_dump(mode="json") for order in orders],
-            status_code=202,
+            f"{len(orders)} order{'' if len(orders) == 1 else 's'} accepted", data, status_code=202
         )
 
     @app.post(

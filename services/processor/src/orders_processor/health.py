@@ -7,7 +7,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 
-from orders_common.http import health_router, install_common
+from orders_common.http import NO_TELEMETRY, health_router, install_common
 
 from .worker import Worker
 
@@ -15,7 +15,9 @@ __all__ = ["HealthServer", "create_health_app"]
 
 
 def create_health_app(worker: Worker, cors_origins: str = "") -> FastAPI:
-    app = FastAPI(title="Order processor", version="0.1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Order processor", version="0.1.0", docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
+    )
     install_common(app, cors_origins)
     app.include_router(health_router({"kafka+redis": worker.ready}))
 

@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
-from orders_common.http import OrderIdPath, envelope, health_router, install_common, order_id
+from orders_common.http import NO_TELEMETRY, OrderIdPath, envelope, health_router, install_common, order_id
 from orders_common.models import MAX_USER_ID, Envelope, ErrorEnvelope, ListEnvelope, Order, OrderStatus
 from orders_common.store import InvalidCursor, OrderStore
 
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Reads orders and their status from the read model that the processor keeps.",
         lifespan=lifespan,
+        telemetry=NO_TELEMETRY,
     )
     install_common(app, settings.cors_origins)
 
