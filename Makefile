@@ -90,7 +90,7 @@ lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs/common/src services/api/src services/processor/src services/query/src tools/stack/src tools/bench/src
-	$(BIN)/mypy conftest.py libs/common/tests services/api/tests services/processor/tests services/query/tests tools/bench/tests tests
+	$(BIN)/mypy conftest.py libs/common/tests services/api/tests services/processor/tests services/query/tests tools/bench/tests tools/stack/tests tests
 
 .PHONY: fmt
 fmt: install ## Format and auto-fix with ruff

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = ["Probe", "Proc", "wait_until"]
@@ -23,6 +24,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the child gets SIGKILL when the process that started it dies, however it dies."""
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process:
+# a child started from a short-lived thread (asyncio.to_thread, say) would be killed with
+# it. Every child is therefore forked by this one thread, which lives as long as we do.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orders-stack-spawner")
 
 
 class Proc:
@@ -46,7 +53,8 @@ class Proc:
     def start(self) -> "Proc":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
-            self.popen = subprocess.Popen(
+            self.popen = _SPAWNER.submit(
+                subprocess.Popen,
                 self.argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -55,7 +63,7 @@ class Proc:
                 cwd=self.cwd,
                 start_new_session=True,  # Ctrl-C in the terminal reaches us, not the children
                 preexec_fn=_die_with_parent,
-            )
+            ).result()
         log.info("started %s (pid %d), log %s", self.name, self.popen.pid, self.log_path)
         return self
 
