@@ -26,6 +26,7 @@ __all__ = [
     "field_errors",
     "health_router",
     "install_common",
+    "metrics_text",
     "unavailable",
     "validation_failed",
 ]
@@ -157,6 +158,14 @@ def install_common(app: FastAPI, cors_origins: str = "") -> None:
             allow_headers=["*"],
             expose_headers=["Location", "Retry-After"],
         )
+
+
+def metrics_text(prefix: str, metrics: Mapping[str, tuple[str, float, str]]) -> str:
+    """Prometheus text format: `{name: (counter or gauge, value, help)}`, each name under `prefix`."""
+    lines = []
+    for name, (kind, value, text) in metrics.items():
+        lines += [f"# HELP {prefix}{name} {text}", f"# TYPE {prefix}{name} {kind}", f"{prefix}{name} {value}"]
+    return "\n".join(lines) + "\n"
 
 
 def health_router(checks: Mapping[str, Check], timeout: float = 2.0) -> APIRouter:
