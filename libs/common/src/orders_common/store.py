@@ -10,6 +10,7 @@ order is never in two status indexes, and a replayed event changes nothing.
 
 import base64
 import binascii
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
@@ -31,6 +32,8 @@ __all__ = [
     "Update",
     "position_key",
 ]
+
+log = logging.getLogger(__name__)
 
 _RECORD = """
 -- Appends the transition to the update stream, with the order as it is now (both scripts
@@ -131,16 +134,25 @@ class Update:
     """None only for entries written before the stream carried the order."""
 
 
-def _update(position: str, fields: dict[str, str]) -> Update:
-    raw = fields.get("order")
-    return Update(
-        position,
-        fields["orderId"],
-        int(fields["userId"]),
-        OrderStatus(fields["status"]),
-        int(fields["version"]),
-        Order.model_validate_json(raw) if raw else None,
-    )
+def _updates(entries: list[tuple[str, dict[str, str]]]) -> list[Update]:
+    """Stream entries as updates; an entry that is not a transition is skipped, with a warning."""
+    updates = []
+    for position, fields in entries:
+        raw = fields.get("order")
+        try:
+            updates.append(
+                Update(
+                    position,
+                    fields["orderId"],
+                    int(fields["userId"]),
+                    OrderStatus(fields["status"]),
+                    int(fields["version"]),
+                    Order.model_validate_json(raw) if raw else None,
+                )
+            )
+        except (KeyError, ValueError) as exc:
+            log.warning("update stream entry %s is not a transition (skipped): %r", position, exc)
+    return updates
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +320,7 @@ class OrderStore:
             return None
         if isinstance(entries, Exception):
             raise entries
-        return [_update(position, fields) for position, fields in entries]
+        return _updates(entries)
 
     async def wait_updates(self, after: str, count: int = 500, block_ms: int = 5000) -> list[Update]:
         """Entries after `after`, waiting up to `block_ms` for one (needs a connection of its own)."""
@@ -316,7 +328,7 @@ class OrderStore:
         if not answer:
             return []
         _, entries = answer[0]  # RESP2: [[stream, entries]]
-        return [_update(position, fields) for position, fields in entries]
+        return _updates(entries)
 
     async def stats(self, since_ms: int, seconds: int) -> Stats:
         """Orders per status, orders created per second since `since_ms`, and the stream's head."""

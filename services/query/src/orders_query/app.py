@@ -13,6 +13,8 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Reques
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -154,8 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = Keys(settings.redis_key_prefix)
         redis = Redis.from_url(settings.redis_url, decode_responses=True)
-        # The hub's blocking XREAD holds a connection of its own.
-        reader = Redis.from_url(settings.redis_url, decode_responses=True, single_connection_client=True)
+        # The hub's blocking XREAD holds a connection of its own, and does its own retrying.
+        reader = Redis.from_url(settings.redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0))
         app.state.store = OrderStore(redis, keys, settings.redis_stream_maxlen)
         app.state.hub = hub = Hub(OrderStore(reader, keys), buffer=settings.sse_client_buffer)
         await hub.start()
@@ -279,7 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return envelope(
             "Order statistics",
             {
-                "counts": result.counts,
+                "counts": {status.value: n for status, n in result.counts.items()},
                 "total": sum(result.counts.values()),
                 "perSecond": result.per_second,
                 "since": since,

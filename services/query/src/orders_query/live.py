@@ -16,12 +16,11 @@ resumes with no gap and no repeat.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from orders_common.models import OrderStatus
 from orders_common.store import OrderStore, Snapshot, Update, position_key
@@ -124,6 +123,7 @@ class Hub:
         self._orders: dict[str, set[Subscription]] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.position = ""
         self.metrics = LiveMetrics()
 
@@ -134,12 +134,21 @@ class Hub:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="orders-update-hub")
 
+    def stopping(self) -> bool:
+        return self._stopping
+
     async def stop(self) -> None:
-        if self._task is not None:
+        """Ends the reader. It is not cancelled in a read (redis-py can lose a cancellation
+        there): it is told to stop and its connection is closed under it."""
+        if self._task is None:
+            return
+        self._stopping = True
+        await self._store.redis.connection_pool.disconnect()
+        done, _ = await asyncio.wait([self._task], timeout=self._block_ms / 1000 + 2)
+        if not done:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            await asyncio.wait([self._task], timeout=2)
+        self._task = None
 
     async def ready(self, timeout: float = 5.0) -> None:
         """Wait until the reader knows its position; a Redis ConnectionError (503) if it cannot."""
@@ -184,15 +193,17 @@ class Hub:
 
     async def _run(self) -> None:
         delay, failed = 0.1, False
-        while True:
+        while not self.stopping():
             try:
                 if not self._ready.is_set():
                     self.position = await self._store.head()
                     self._ready.set()
                 updates = await self._store.wait_updates(self.position, self._batch, self._block_ms)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive any failure
+                if self.stopping():
+                    return
                 self.metrics.reader_errors_total += 1
-                log.warning("reading the update stream failed (retrying in %.1fs): %s", delay, exc)
+                log.warning("reading the update stream failed (retrying in %.1fs): %r", delay, exc)
                 failed = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -272,7 +283,7 @@ class LiveStream:
         self.done = self.final and event.status.is_final
         return event.frame
 
-    async def frames(self, first: bytes, last: str, catch_up: bool = False) -> AsyncIterator[bytes]:
+    async def frames(self, first: bytes, last: str, catch_up: bool = False) -> AsyncGenerator[bytes]:
         """The SSE body: `first` (already encoded), then the events after `last`, live."""
         self.last = last
         yield RETRY + first
