@@ -239,6 +239,9 @@ async def test_cors_dashboard_and_stats(
     assert "access-control-allow-origin" not in stranger.headers
 
     assert 'href="/dashboard"' in (await query.get("/")).text
+    paths = (await query.get("/openapi.json")).json()["paths"]
+    assert "text/event-stream" in paths["/api/orders/events"]["get"]["responses"]["200"]["content"]
+    assert "/api/orders/{orderId}/history" in paths
     page = (await query.get("/dashboard")).text
     assert '<meta name="orders-api" content="http://api.example:8000">' in page
     for asset in ("dashboard.js", "dashboard.css"):

@@ -111,9 +111,13 @@ _DASHBOARD = files("orders_query") / "dashboard"
 class EventStream(StreamingResponse):
     """Server-Sent Events; `on_close` runs however the response ends, even if it never started."""
 
-    def __init__(self, frames: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, frames: AsyncIterator[bytes], on_close: Callable[[], None], status_code: int = 200
+    ) -> None:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        super().__init__(frames, headers=headers, media_type="text/event-stream")
+        super().__init__(frames, status_code, headers=headers)
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -215,7 +215,8 @@ class Hub:
                 for sub in [*self._feeds, *(s for subs in self._orders.values() for s in subs)]:
                     self._drop(sub)
             for update in updates:
-                self._dispatch(to_event(update))
+                if self._feeds or update.order_id in self._orders:  # encoded only if someone listens
+                    self._dispatch(to_event(update))
             if updates:
                 self.position = updates[-1].position
 
