@@ -204,15 +204,20 @@ async def test_thousands_of_clients_come_and_go_without_a_leak(
     for start in range(100, 100 + clients, 100):
         await wave(start, 100)
 
-    async with asyncio.timeout(60):  # disconnects are noticed promptly; allow a busy machine
-        while True:
-            after = await settled()
-            if (
-                metric(after, "query_live_subscribers") == 0
-                and metric(after, "query_asyncio_tasks") <= metric(before, "query_asyncio_tasks")
-                and metric(after, "query_redis_connections") <= metric(before, "query_redis_connections")
-            ):
-                break
-            await asyncio.sleep(0.2)
+    # Disconnects are noticed at once; the deadline only allows for a busy machine. The Redis pool
+    # may have grown to serve a wave's concurrent reads, but holds no connection and stays bounded.
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        after = await settled()
+        settled_now = (
+            metric(after, "query_live_subscribers") == 0
+            and metric(after, "query_asyncio_tasks") <= metric(before, "query_asyncio_tasks")
+            and metric(after, "query_redis_connections_in_use") == 0
+        )
+        if settled_now or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert settled_now, f"before:\n{before}\nafter:\n{after}"
+    assert metric(after, "query_redis_connections") <= max(metric(before, "query_redis_connections"), 110)
     opened = metric(after, "query_live_streams_total") - metric(before, "query_live_streams_total")
     assert opened >= clients

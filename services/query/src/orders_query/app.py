@@ -224,6 +224,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     len(pool._available_connections) + len(pool._in_use_connections),
                     "Connections in the Redis pool of the reads (the stream reader has one more).",
                 ),
+                "redis_connections_in_use": (
+                    "gauge",
+                    len(pool._in_use_connections),
+                    "Connections of that pool taken by a request now.",
+                ),
             },
         )
 
