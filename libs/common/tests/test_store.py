@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from orders_common.models import Order
 from orders_common.models import OrderStatus as S
-from orders_common.store import InvalidCursor, OrderStore
+from orders_common.store import START, InvalidCursor, InvalidPosition, OrderStore, position_key
 
 pytestmark = pytest.mark.redis
 
@@ -162,3 +162,57 @@ async def test_abandoning_a_batch_is_all_or_nothing(store: OrderStore, new_order
     assert await store.abandon([(o.order_id, f"b{n}") for n, o in enumerate(batch)], ttl_s=60) is False
     refused = await store.create_all([(o, f"b{n}") for n, o in enumerate(batch)])
     assert all(result.abandoned for result in refused)
+
+
+async def test_the_stream_carries_each_state_and_the_history_its_position(
+    store: OrderStore, new_order: NewOrder
+) -> None:
+    order = new_order()
+    assert await store.updates_after(START) == []
+    assert await store.updates_after("5-0") is None, "a position the stream never had"
+    await store.create(order)
+    await store.transition(order.order_id, S.PROCESSING)
+    await store.transition(order.order_id, S.COMPLETED)
+    updates = await store.updates_after(START)
+    assert updates is not None
+    assert [(u.status, u.version, u.order_id) for u in updates] == [
+        (S.PLACED, 1, order.order_id),
+        (S.PROCESSING, 2, order.order_id),
+        (S.COMPLETED, 3, order.order_id),
+    ]
+    assert updates[0].order == order, "each entry holds the order as of its transition"
+    assert updates[1].order is not None
+    assert updates[1].order.processed_at is not None
+    assert updates[1].order.completed_at is None
+    assert updates[2].order == await store.get(order.order_id)
+    history = await store.history(order.order_id)
+    assert [h.position for h in history] == [u.position for u in updates]
+
+    later = await store.updates_after(updates[0].position, until=updates[1].position)
+    assert later == updates[1:2]
+    now = await store.snapshot(order.order_id)
+    assert (now.order, now.position, now.head) == (updates[2].order, updates[2].position, await store.head())
+    unknown = await store.snapshot(new_order().order_id)
+    assert (unknown.order, unknown.position) == (None, None)
+
+
+async def test_a_position_trimmed_by_the_cap_is_reported(store: OrderStore, new_order: NewOrder) -> None:
+    small = OrderStore(store.redis, store.keys, stream_maxlen=1000)
+    orders = [new_order() for _ in range(700)]
+    for order in orders:
+        await small.create(order)
+        await small.transition(order.order_id, S.PROCESSING)
+    first = (await small.history(orders[0].order_id))[0].position
+    kept = (await small.history(orders[-1].order_id))[0].position
+    assert first is not None
+    assert kept is not None
+    assert await store.redis.xlen(store.keys.updates) < 1400
+    assert await small.updates_after(first) is None
+    assert await small.updates_after(kept) is not None
+
+
+def test_positions_compare_as_stream_ids() -> None:
+    assert position_key("1700000000000-2") < position_key("1700000000000-10") < position_key("1700000000001")
+    for bad in ("", "x-1", "1-x", "-1", "1-2-3"):
+        with pytest.raises(InvalidPosition):
+            position_key(bad)

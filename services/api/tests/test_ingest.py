@@ -101,6 +101,25 @@ async def test_wrong_content_type_and_huge_bodies(api: Client) -> None:
     assert huge.status_code == 413
 
 
+async def test_cors_lets_the_dashboard_place_orders(api: Client) -> None:
+    """CORS_ORIGINS names the browser origins (the query service's dashboard) that may call the api."""
+    dashboard = "http://localhost:8001"
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    async with api(**nowhere(), cors_origins=f"{dashboard}, http://127.0.0.1:8001") as client:
+        allowed = await client.options("/api/orders", headers={"Origin": dashboard, **preflight})
+        refused = await client.options("/api/orders", headers={"Origin": "http://evil.example", **preflight})
+        invalid = await client.post("/api/orders", json={}, headers={"Origin": dashboard})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == dashboard
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert "access-control-allow-origin" not in refused.headers
+    assert invalid.headers["access-control-allow-origin"] == dashboard
+    assert "Location" in invalid.headers["access-control-expose-headers"]
+    async with api(**nowhere()) as client:  # none by default
+        default = await client.options("/api/orders", headers={"Origin": dashboard, **preflight})
+    assert "access-control-allow-origin" not in default.headers
+
+
 @pytest.mark.parametrize("kafka", ["down", "silent"])
 async def test_kafka_down_means_503_soon_never_2xx(
     api: Client, kafka: str, silent_kafka: dict[str, object]

@@ -31,7 +31,8 @@ __all__ = [
     "field_errors",
     "health_router",
     "install_common",
-    "order_id",
+    "metrics_text",
+    "parse_order_id",
     "unavailable",
     "validation_failed",
 ]
@@ -78,7 +79,7 @@ OrderIdPath = Annotated[
 ]
 
 
-def order_id(value: str) -> str:
+def parse_order_id(value: str) -> str:
     """The canonical form of an order id from a path; 400 when it is not a UUID."""
     try:
         return str(uuid.UUID(value))
@@ -224,6 +225,14 @@ def install_common(
             allow_headers=["*"],
             expose_headers=["Location", "Retry-After"],
         )
+
+
+def metrics_text(prefix: str, metrics: Mapping[str, tuple[str, float, str]]) -> str:
+    """Prometheus text format: `{name: (counter or gauge, value, help)}`, each name under `prefix`."""
+    lines = []
+    for name, (kind, value, text) in metrics.items():
+        lines += [f"# HELP {prefix}{name} {text}", f"# TYPE {prefix}{name} {kind}", f"{prefix}{name} {value}"]
+    return "\n".join(lines) + "\n"
 
 
 def health_router(checks: Mapping[str, Check], timeout: float = 2.0) -> APIRouter:

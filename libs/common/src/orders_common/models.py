@@ -254,6 +254,9 @@ class HistoryEntry(WireModel):
     status: OrderStatus
     at: str
     version: int
+    position: str | None = Field(
+        None, description="The transition's entry in the update stream: a `Last-Event-ID` to resume from."
+    )
 
 
 class ErrorDetail(BaseModel):

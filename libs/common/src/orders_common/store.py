@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,13 +29,33 @@ from .lifecycle import ALLOWED_FROM, TIME_FIELD
 from .models import HistoryEntry, Order, OrderStatus, utc_now
 from .settings import RedisSettings
 
-__all__ = ["Claim", "InvalidCursor", "OrderStore", "TransitionResult"]
+__all__ = [
+    "START",
+    "Claim",
+    "InvalidCursor",
+    "InvalidPosition",
+    "OrderStore",
+    "Snapshot",
+    "Stats",
+    "TransitionResult",
+    "Update",
+    "position_key",
+]
+
+log = logging.getLogger(__name__)
 
 _RECORD = """
+-- Appends the transition to the update stream, with the order as it is now (both scripts
+-- pass the order hash as KEYS[1]), and to the history, with the stream entry's id.
 local function record(history, updates, maxlen, order_id, user_id, status, version, at)
-  redis.call('RPUSH', history, cjson.encode({status = status, at = at, version = version}))
-  redis.call('XADD', updates, 'MAXLEN', '~', maxlen, '*', 'orderId', order_id,
-             'userId', user_id, 'status', status, 'version', version, 'at', at)
+  local fields = redis.call('HGETALL', KEYS[1])
+  local order = {}
+  for i = 1, #fields, 2 do order[fields[i]] = fields[i + 1] end
+  local position = redis.call('XADD', updates, 'MAXLEN', '~', maxlen, '*', 'orderId', order_id,
+             'userId', user_id, 'status', status, 'version', version, 'at', at,
+             'order', cjson.encode(order))
+  redis.call('RPUSH', history,
+             cjson.encode({status = status, at = at, version = version, position = position}))
 end
 """
 
@@ -112,6 +133,75 @@ _STATUSES = tuple(OrderStatus)
 
 class InvalidCursor(ValueError):
     """A pagination cursor that this service did not hand out."""
+
+
+class InvalidPosition(ValueError):
+    """Not a position in the update stream (a Redis stream entry id)."""
+
+
+START = "0-0"
+"""The position before the first entry of the update stream."""
+
+
+def position_key(position: str) -> tuple[int, int]:
+    """A stream position (`<ms>-<seq>`) as a pair that compares like the positions do."""
+    ms, _, seq = position.partition("-")
+    if not (ms.isdigit() and (seq.isdigit() or not seq)) or len(position) > 41:
+        raise InvalidPosition(f"{position!r} is not a stream position")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One entry of the update stream: a transition and the order as it was right after it."""
+
+    position: str
+    order_id: str
+    user_id: int
+    status: OrderStatus
+    version: int
+    order: Order | None
+    """None only for entries written before the stream carried the order."""
+
+
+def _updates(entries: list[tuple[str, dict[str, str]]]) -> list[Update]:
+    """Stream entries as updates; an entry that is not a transition is skipped, with a warning."""
+    updates = []
+    for position, fields in entries:
+        raw = fields.get("order")
+        try:
+            updates.append(
+                Update(
+                    position,
+                    fields["orderId"],
+                    int(fields["userId"]),
+                    OrderStatus(fields["status"]),
+                    int(fields["version"]),
+                    Order.model_validate_json(raw) if raw else None,
+                )
+            )
+        except (KeyError, ValueError) as exc:
+            log.warning("update stream entry %s is not a transition (skipped): %r", position, exc)
+    return updates
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An order read together with the stream's positions, in one atomic step."""
+
+    order: Order | None
+    position: str | None
+    """The stream entry of the order's latest transition (None for an unknown order)."""
+    head: str
+    """The stream's newest entry when the order was read: every later transition comes after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    counts: dict[OrderStatus, int]
+    per_second: list[int]
+    """Orders created in each second from `since_ms` on (by the time in their UUIDv7 ids)."""
+    head: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,3 +389,70 @@ class OrderStore:
     async def history(self, order_id: str) -> list[HistoryEntry]:
         entries = await self.redis.lrange(self.keys.history(order_id), 0, -1)
         return [HistoryEntry.model_validate_json(entry) for entry in entries]
+
+    async def head(self) -> str:
+        """The position of the stream's newest entry (START when it is empty)."""
+        newest = await self.redis.xrevrange(self.keys.updates, count=1)
+        return str(newest[0][0]) if newest else START
+
+    async def snapshot(self, order_id: str) -> Snapshot:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.order(order_id))
+            pipe.lindex(self.keys.history(order_id), -1)
+            pipe.xrevrange(self.keys.updates, count=1)
+            fields, last, newest = await pipe.execute()
+        entry = HistoryEntry.model_validate_json(last) if last else None
+        head = str(newest[0][0]) if newest else START
+        order = Order.model_validate(fields) if fields else None
+        return Snapshot(order, (entry.position or head) if entry else None, head)
+
+    async def updates_after(self, after: str, until: str = "+", count: int = 500) -> list[Update] | None:
+        """Up to `count` entries after `after`, up to `until` included, oldest first.
+
+        None when the stream can no longer give everything after `after`: it was
+        trimmed past that position (the cap), or `after` is ahead of the stream.
+        """
+        after_key = position_key(after)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xinfo_stream(self.keys.updates)
+            pipe.xrange(self.keys.updates, f"({after}", until, count=count)
+            info, entries = await pipe.execute(raise_on_error=False)
+        if isinstance(info, Exception):  # no stream yet
+            return [] if after_key == position_key(START) else None
+        if after_key > position_key(str(info["last-generated-id"])):
+            return None
+        first = info.get("first-entry")
+        trimmed = int(info.get("entries-added", -1)) != int(info["length"])
+        if trimmed and first and position_key(str(first[0])) > after_key:
+            return None
+        if isinstance(entries, Exception):
+            raise entries
+        return _updates(entries)
+
+    async def wait_updates(self, after: str, count: int = 500, block_ms: int = 5000) -> list[Update]:
+        """Entries after `after`, waiting up to `block_ms` for one (needs a connection of its own)."""
+        answer: Any = await self.redis.xread({self.keys.updates: after}, count=count, block=block_ms)
+        if not answer:
+            return []
+        _, entries = answer[0]  # RESP2: [[stream, entries]]
+        return _updates(entries)
+
+    async def stats(self, since_ms: int, seconds: int) -> Stats:
+        """Orders per status, orders created per second since `since_ms`, and the stream's head."""
+        k = self.keys
+
+        def bound(ms: int) -> str:  # ids with a smaller time sort before it
+            prefix = f"{ms:012x}"
+            return f"{prefix[:8]}-{prefix[8:]}"
+
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for status in _STATUSES:
+                pipe.zcard(k.by_status(status))
+            for i in range(seconds):
+                start = since_ms + i * 1000
+                pipe.zlexcount(k.all_orders, f"[{bound(start)}", f"({bound(start + 1000)}")
+            pipe.xrevrange(k.updates, count=1)
+            *numbers, newest = await pipe.execute()
+        counts = dict(zip(_STATUSES, (int(n) for n in numbers[: len(_STATUSES)]), strict=True))
+        per_second = [int(n) for n in numbers[len(_STATUSES) :]]
+        return Stats(counts, per_second, str(newest[0][0]) if newest else START)

@@ -40,7 +40,7 @@ from orders_common.http import (
     envelope,
     health_router,
     install_common,
-    order_id,
+    parse_order_id,
     unavailable,
     validation_failed,
 )
@@ -296,7 +296,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def cancel_order(order_id_path: OrderIdPath) -> Response:
         """Cancel atomically against the order's current status: a 200 means it is CANCELLED
         (the processor can no longer start it); 409 once it is PROCESSING or later."""
-        oid = order_id(order_id_path)
+        oid = parse_order_id(order_id_path)
         result = await store.transition(oid, OrderStatus.CANCELLED)
         if result.status is None:
             raise HTTPException(404, f"Order {oid} not found")

@@ -7,7 +7,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.responses import PlainTextResponse
 
-from orders_common.http import NO_TELEMETRY, health_router, install_common
+from orders_common.http import NO_TELEMETRY, health_router, install_common, metrics_text
 
 from .worker import Worker
 
@@ -42,11 +42,7 @@ def create_health_app(worker: Worker, cors_origins: str = "") -> FastAPI:
             "orders_in_flight": ("gauge", m.in_flight, "Records being processed now."),
             "orders_assigned_partitions": ("gauge", len(m.assigned), "Partitions owned now."),
         }
-        lines = []
-        for name, (kind, value, text) in counters.items():
-            lines += [f"# HELP processor_{name} {text}", f"# TYPE processor_{name} {kind}"]
-            lines.append(f"processor_{name} {value}")
-        return "\n".join(lines) + "\n"
+        return metrics_text("processor_", counters)
 
     return app
 

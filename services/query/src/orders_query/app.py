@@ -1,17 +1,44 @@
-"""The read API: every order read is served from the Redis read model."""
+"""The read API: every order read is served from the Redis read model, live ones included."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import html
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import RedirectResponse
-from starlette.responses import Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from orders_common.http import NO_TELEMETRY, OrderIdPath, envelope, health_router, install_common, order_id
-from orders_common.models import MAX_USER_ID, Envelope, ErrorEnvelope, ListEnvelope, Order, OrderStatus
-from orders_common.store import InvalidCursor, OrderStore
+from orders_common.http import (
+    NO_TELEMETRY,
+    OrderIdPath,
+    envelope,
+    health_router,
+    install_common,
+    metrics_text,
+    parse_order_id,
+)
+from orders_common.keys import Keys
+from orders_common.models import (
+    MAX_USER_ID,
+    Envelope,
+    ErrorEnvelope,
+    HistoryEntry,
+    ListEnvelope,
+    Order,
+    OrderStatus,
+)
+from orders_common.store import START, InvalidCursor, InvalidPosition, OrderStore, position_key
 
+from .live import Event, Hub, LiveStream, snapshot_frame
 from .settings import Settings, get_settings
 
 __all__ = ["create_app"]
@@ -50,15 +77,98 @@ async def _page(store: StoreDep, index: str, limit: int, cursor: str | None, whe
     )
 
 
+def get_hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+HubDep = Annotated[Hub, Depends(get_hub)]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        max_length=64,
+        description="The `id` of the last event the client holds: the stream resumes after it.",
+    ),
+]
+LastEventIdQuery = Annotated[
+    str | None,
+    Query(
+        alias="lastEventId",
+        max_length=64,
+        description="Same as the `Last-Event-ID` header (which wins), for clients that cannot set headers.",
+    ),
+]
+
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`text/event-stream`: one event per transition (`event` = the status, "
+        "`data` = the order as of that transition, `id` = its position in the update stream); "
+        "comment lines as heartbeats; `event: reset` when the stream no longer holds the position "
+        "the client resumes from.",
+        "content": {"text/event-stream": {}},
+    },
+    400: {"model": ErrorEnvelope, "description": "Invalid parameter"},
+    503: {"model": ErrorEnvelope, "description": "Redis is unavailable"},
+}
+_DASHBOARD = files("orders_query") / "dashboard"
+
+
+class EventStream(StreamingResponse):
+    """Server-Sent Events; `on_close` runs however the response ends, even if it never started."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, frames: AsyncIterator[bytes], on_close: Callable[[], None], status_code: int = 200
+    ) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(frames, status_code, headers=headers)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def _resume_from(header: str | None, query: str | None) -> str | None:
+    after = header or query
+    if after is not None:
+        try:
+            position_key(after)
+        except InvalidPosition:
+            raise HTTPException(400, "Last-Event-ID is not a position this service handed out") from None
+    return after
+
+
+def _status(raw: str) -> OrderStatus:
+    try:
+        return OrderStatus(raw.upper())
+    except ValueError:
+        known = ", ".join(OrderStatus)
+        raise HTTPException(400, f"Unknown status {raw!r}; use one of {known}") from None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    heartbeat = settings.sse_heartbeat_ms / 1000
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store = OrderStore.connect(settings)
+        # The hub's blocking XREAD holds a connection of its own, and does its own retrying.
+        reader = Redis.from_url(settings.redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0))
+        app.state.hub = hub = Hub(
+            OrderStore(reader, Keys(settings.redis_key_prefix)), buffer=settings.sse_client_buffer
+        )
+        await hub.start()
         try:
             yield
         finally:
+            await hub.stop()
+            await reader.aclose()
             await store.redis.aclose()
 
     app = FastAPI(
@@ -75,9 +185,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health_router({"redis": redis_ping}))
 
+    index_page = (_DASHBOARD / "index.html").read_text()
+    dashboard_page = (
+        (_DASHBOARD / "dashboard.html")
+        .read_text()
+        .replace("{{API_URL}}", html.escape(settings.api_public_url.rstrip("/"), quote=True))
+    )
+    app.mount("/dashboard/assets", StaticFiles(packages=[("orders_query", "dashboard")]), name="assets")
+
     @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    async def root() -> HTMLResponse:
+        return HTMLResponse(index_page)
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        return HTMLResponse(dashboard_page)
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    async def metrics(hub: HubDep) -> str:
+        m = hub.metrics
+        pool: Any = app.state.store.redis.connection_pool
+        return metrics_text(
+            "query_",
+            {
+                "live_subscribers": ("gauge", hub.subscribers, "Event streams open now."),
+                "live_streams_total": ("counter", m.streams_total, "Event streams opened."),
+                "live_events_sent_total": ("counter", m.events_sent_total, "Events sent to clients."),
+                "live_fell_behind_total": (
+                    "counter",
+                    m.fell_behind_total,
+                    "Times a client's buffer filled up and it caught up from Redis.",
+                ),
+                "live_resets_total": ("counter", m.resets_total, "Reset events sent (position trimmed)."),
+                "live_reader_errors_total": ("counter", m.reader_errors_total, "Failed stream reads."),
+                "asyncio_tasks": ("gauge", len(asyncio.all_tasks()), "Tasks in the event loop."),
+                "redis_connections": (
+                    "gauge",
+                    len(pool._available_connections) + len(pool._in_use_connections),
+                    "Connections in the Redis pool of the reads (the stream reader has one more).",
+                ),
+                "redis_connections_in_use": (
+                    "gauge",
+                    len(pool._in_use_connections),
+                    "Connections of that pool taken by a request now.",
+                ),
+            },
+        )
 
     @app.get(
         "/api/orders",
@@ -116,12 +269,122 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> Response:
-        try:
-            wanted = OrderStatus(status.upper())
-        except ValueError:
-            known = ", ".join(OrderStatus)
-            raise HTTPException(400, f"Unknown status {status!r}; use one of {known}") from None
+        wanted = _status(status)
         return await _page(store, store.keys.by_status(wanted), limit, cursor, f" in status {wanted}")
+
+    @app.get(
+        "/api/orders/stats",
+        summary="Orders per status, and orders placed per second over the last seconds",
+        responses=_ERRORS,
+    )
+    async def stats(
+        store: StoreDep,
+        seconds: Annotated[int, Query(ge=1, le=3600, description="How many seconds of rate.")] = 300,
+    ) -> Response:
+        """`counts` per status, `perSecond` (orders created in each second, oldest first,
+        the first starting at `since`, epoch milliseconds), `now` (the server's clock) and
+        `position`: follow `/api/orders/events` from it to keep the numbers current."""
+        now = int(time.time() * 1000)
+        since = now // 1000 * 1000 - (seconds - 1) * 1000
+        result = await store.stats(since, seconds)
+        return envelope(
+            "Order statistics",
+            {
+                "counts": {status.value: n for status, n in result.counts.items()},
+                "total": sum(result.counts.values()),
+                "perSecond": result.per_second,
+                "since": since,
+                "now": now,
+                "position": result.head,
+            },
+        )
+
+    @app.get(
+        "/api/orders/events",
+        summary="Live feed of every transition (Server-Sent Events), optionally filtered",
+        response_class=EventStream,
+        responses=_SSE_DOC,
+    )
+    async def feed(
+        store: StoreDep,
+        hub: HubDep,
+        last_event_id: LastEventId = None,
+        last_event_id_query: LastEventIdQuery = None,
+        user_id: Annotated[int | None, Query(alias="userId", ge=1, le=MAX_USER_ID)] = None,
+        status: Annotated[str | None, Query(max_length=32, description="A status, case-insensitive")] = None,
+    ) -> Response:
+        """Every transition from now on (or after `Last-Event-ID`), oldest first. A fresh stream
+        starts with an id-only event: the position it starts from."""
+        after = _resume_from(last_event_id, last_event_id_query)
+        wanted = _status(status) if status else None
+
+        def match(event: Event) -> bool:
+            return (user_id in (None, event.user_id)) and (wanted in (None, event.status))
+
+        await hub.ready()
+        stream = LiveStream(hub, store, None, match, heartbeat)
+        start = stream.sub.start
+        if after is None:
+            frames = stream.frames(b"id: %s\n\n" % start.encode(), start)
+        else:
+            frames = stream.frames(b"", after, catch_up=True)
+        return EventStream(frames, stream.close)
+
+    @app.get(
+        "/api/orders/{orderId}/events",
+        summary="One order's transitions (Server-Sent Events), from its current state to a final one",
+        response_class=EventStream,
+        responses={**_SSE_DOC, 204: {"description": "The client already holds the order's final state"}},
+    )
+    async def order_events(
+        store: StoreDep,
+        hub: HubDep,
+        raw_id: OrderIdPath,
+        last_event_id: LastEventId = None,
+        last_event_id_query: LastEventIdQuery = None,
+    ) -> Response:
+        """Starts with the order as it is now (unless resuming with `Last-Event-ID`), then each
+        transition as it happens; ends after a final status. An order not known yet (the api
+        answers before the processor records it) is waited for."""
+        order_id = parse_order_id(raw_id)
+        after = _resume_from(last_event_id, last_event_id_query)
+        await hub.ready()
+        stream = LiveStream(hub, store, order_id, lambda event: True, heartbeat, final=True)
+        try:
+            snapshot = await store.snapshot(order_id)
+        except BaseException:
+            stream.close()
+            raise
+        order = snapshot.order
+        if after is None:
+            stream.done = order is not None and order.status.is_final
+            frames = stream.frames(snapshot_frame(snapshot), snapshot.position or snapshot.head)
+        elif (
+            order is not None
+            and order.status.is_final
+            and position_key(snapshot.position or START) <= position_key(after)
+        ):
+            stream.close()  # 204 also tells a browser's EventSource to stop reconnecting
+            return Response(status_code=204)
+        else:
+            frames = stream.frames(b"", after, catch_up=True)
+        return EventStream(frames, stream.close)
+
+    @app.get(
+        "/api/orders/{orderId}/history",
+        summary="Every transition of an order, oldest first, with its time",
+        response_model=Envelope[list[HistoryEntry]],
+        responses={**_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such order"}},
+    )
+    async def history(store: StoreDep, raw_id: OrderIdPath) -> Response:
+        order_id = parse_order_id(raw_id)
+        entries = await store.history(order_id)
+        if not entries:
+            raise HTTPException(404, f"Order {order_id} not found")
+        return envelope(
+            f"{len(entries)} transition{'' if len(entries) == 1 else 's'}",
+            [entry.model_dump(mode="json") for entry in entries],
+        )
 
     @app.get(
         "/api/orders/{orderId}",
@@ -129,11 +392,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=Envelope[Order],
         responses={**_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such order"}},
     )
-    async def get_order(store: StoreDep, order_id_path: OrderIdPath) -> Response:
-        oid = order_id(order_id_path)
-        order = await store.get(oid)
+    async def get_order(store: StoreDep, raw_id: OrderIdPath) -> Response:
+        order_id = parse_order_id(raw_id)
+        order = await store.get(order_id)
         if order is None:
-            raise HTTPException(404, f"Order {oid} not found")
+            raise HTTPException(404, f"Order {order_id} not found")
         return envelope("Order found", order.model_dump(mode="json"))
 
     return app

@@ -58,6 +58,7 @@ Order tracking is up. Ctrl-C stops everything.
 
   api (place orders)    {stack.api_url}/docs
   query (read orders)   {stack.query_url}/docs
+  live dashboard        {stack.query_url}/dashboard
   processor metrics     {stack.processor_url}/metrics
   Kafka                 {infra.kafka_bootstrap}
   Redis                 {infra.redis_url}

@@ -313,6 +313,9 @@ class Stack:
         return {
             "BIND_HOST": "127.0.0.1",
             "QUERY_PUBLIC_URL": self.query_url,
+            "API_PUBLIC_URL": self.api_url,
+            # The dashboard (served by query) places orders on the api from the browser.
+            "CORS_ORIGINS": f"{self.query_url},http://localhost:{self.query_port}",
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
             "REDIS_URL": self.infra.redis_url,

@@ -1,0 +1,300 @@
+// The live dashboard: plain JavaScript, no build step, nothing fetched from elsewhere.
+//
+// It reads the statistics (counts per status, orders per second, and the stream
+// position they hold for) and the recent orders, then follows the live feed from
+// that position, so every transition after the snapshot is applied exactly once.
+// On `reset` (the feed no longer holds its position) it starts over.
+"use strict";
+
+(() => {
+  const API = document.querySelector('meta[name="orders-api"]').content.replace(/\/$/, "");
+  const STATUSES = ["PLACED", "PROCESSING", "COMPLETED", "CANCELLED", "FAILED"];
+  // Each status is entered from exactly one other, so counts follow the feed exactly.
+  const FROM = { PROCESSING: "PLACED", COMPLETED: "PROCESSING", CANCELLED: "PLACED", FAILED: "PROCESSING" };
+  const WINDOW = 300; // seconds of rate on the chart
+  const ROWS = 50;
+
+  const $ = (id) => document.getElementById(id);
+  const tbody = document.querySelector("#orders tbody");
+  const money = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD" });
+
+  let counts = {};
+  let buckets = new Map(); // second (epoch) -> orders created in it
+  let skew = 0; // server clock minus ours, in ms
+  const rows = new Map(); // orderId -> {order, tr}
+  const mine = new Set();
+  let source = null;
+  let countsDirty = true;
+
+  const el = (tag, props = {}, ...children) => {
+    const node = Object.assign(document.createElement(tag), props);
+    node.append(...children);
+    return node;
+  };
+
+  async function getJSON(path) {
+    const response = await fetch(path, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return (await response.json()).data;
+  }
+
+  function setConn(state, text) {
+    $("conn").dataset.state = state;
+    $("conn-text").textContent = text;
+  }
+
+  // --- the table ---------------------------------------------------------------------------
+
+  function shortTime(stamp) {
+    return stamp ? new Date(stamp).toLocaleTimeString() : "";
+  }
+
+  function lastChange(order) {
+    return order.completedAt || order.failedAt || order.cancelledAt || order.processedAt || order.createdAt;
+  }
+
+  function statusBadge(status) {
+    const badge = el("span", { className: "status", textContent: status });
+    badge.dataset.status = status;
+    return badge;
+  }
+
+  function renderRow(order) {
+    const tr = el(
+      "tr",
+      {},
+      el("td", { className: "id", title: order.orderId }, el("code", { textContent: order.orderId.slice(-12) })),
+      el("td", { textContent: String(order.userId) }),
+      el("td", { className: "product", textContent: order.productName }),
+      el("td", { className: "num", textContent: String(order.quantity) }),
+      el("td", { className: "num", textContent: money.format(order.totalAmount) }),
+      el("td", { className: "state" }, statusBadge(order.status)),
+      el("td", { className: "when", textContent: shortTime(lastChange(order)) }),
+    );
+    tr.dataset.orderId = order.orderId;
+    tr.dataset.status = order.status;
+    if (mine.has(order.orderId)) tr.classList.add("mine");
+    return tr;
+  }
+
+  function upsertRow(order, isNew) {
+    const known = rows.get(order.orderId);
+    if (known) {
+      if (known.order.version >= order.version) return;
+      const tr = renderRow(order);
+      known.tr.replaceWith(tr);
+      rows.set(order.orderId, { order, tr });
+      flash(tr);
+      return;
+    }
+    if (!isNew) return; // a change to an order older than the table shows
+    const tr = renderRow(order);
+    tbody.prepend(tr);
+    rows.set(order.orderId, { order, tr });
+    flash(tr);
+    while (rows.size > ROWS) {
+      const last = tbody.lastElementChild;
+      rows.delete(last.dataset.orderId);
+      last.remove();
+    }
+    $("empty").hidden = true;
+  }
+
+  function flash(tr) {
+    tr.classList.remove("flash");
+    void tr.offsetWidth; // restart the animation
+    tr.classList.add("flash");
+  }
+
+  // --- counts and rate ---------------------------------------------------------------------
+
+  function renderCounts() {
+    if (!countsDirty) return;
+    countsDirty = false;
+    let total = 0;
+    for (const status of STATUSES) {
+      $(`count-${status}`).textContent = (counts[status] ?? 0).toLocaleString();
+      total += counts[status] ?? 0;
+    }
+    $("count-total").textContent = total.toLocaleString();
+  }
+
+  function apply(order) {
+    const status = order.status;
+    if (status === "PLACED") {
+      counts.PLACED = (counts.PLACED ?? 0) + 1;
+      const second = Math.floor(Date.parse(order.createdAt) / 1000);
+      buckets.set(second, (buckets.get(second) ?? 0) + 1);
+    } else if (FROM[status]) {
+      counts[FROM[status]] = Math.max(0, (counts[FROM[status]] ?? 0) - 1);
+      counts[status] = (counts[status] ?? 0) + 1;
+    }
+    countsDirty = true;
+    upsertRow(order, status === "PLACED");
+  }
+
+  function series() {
+    const now = Math.floor((Date.now() + skew) / 1000);
+    const values = [];
+    for (let s = now - WINDOW + 1; s <= now; s++) values.push(buckets.get(s) ?? 0);
+    for (const second of buckets.keys()) if (second <= now - WINDOW) buckets.delete(second);
+    return values;
+  }
+
+  function drawChart() {
+    const canvas = $("chart");
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth;
+    const height = canvas.clientHeight;
+    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+      canvas.width = Math.round(width * ratio);
+      canvas.height = Math.round(height * ratio);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+
+    const values = series();
+    const peak = Math.max(...values);
+    const recent = values.slice(-10);
+    $("rate-now").textContent = (recent.reduce((a, b) => a + b, 0) / recent.length).toFixed(1);
+    $("rate-peak").textContent = String(peak);
+
+    const left = 36, right = 8, top = 8, bottom = 22;
+    const plotW = width - left - right;
+    const plotH = height - top - bottom;
+    const scale = niceMax(Math.max(peak, 1));
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillStyle = "#6b7686";
+    ctx.strokeStyle = "#e3e8ef";
+    ctx.lineWidth = 1;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i <= 4; i++) {
+      const y = top + plotH - (plotH * i) / 4;
+      ctx.beginPath();
+      ctx.moveTo(left, Math.round(y) + 0.5);
+      ctx.lineTo(width - right, Math.round(y) + 0.5);
+      ctx.stroke();
+      ctx.fillText(String(Math.round((scale * i) / 4)), left - 6, y);
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    for (let m = 5; m >= 0; m--) {
+      const x = left + plotW * (1 - (m * 60) / WINDOW);
+      ctx.fillText(m === 0 ? "now" : `-${m}m`, Math.min(Math.max(x, left + 10), width - right - 12), top + plotH + 6);
+    }
+    const bar = plotW / values.length;
+    const gradient = ctx.createLinearGradient(0, top, 0, top + plotH);
+    gradient.addColorStop(0, "#3b6ef5");
+    gradient.addColorStop(1, "#7fa1ff");
+    ctx.fillStyle = gradient;
+    values.forEach((value, i) => {
+      if (!value) return;
+      const h = (plotH * value) / scale;
+      ctx.fillRect(left + i * bar + 0.5, top + plotH - h, Math.max(bar - 1, 1), h);
+    });
+  }
+
+  function niceMax(value) {
+    const step = 10 ** Math.floor(Math.log10(value));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return Math.max(4, m * step);
+    return value;
+  }
+
+  // --- loading and following ---------------------------------------------------------------
+
+  async function load() {
+    if (source) source.close();
+    setConn("connecting", "Connecting…");
+    try {
+      const stats = await getJSON(`/api/orders/stats?seconds=${WINDOW}`);
+      const recent = await getJSON(`/api/orders?limit=${ROWS}`);
+      counts = { ...stats.counts };
+      countsDirty = true;
+      skew = stats.now - Date.now();
+      buckets = new Map(stats.perSecond.map((n, i) => [stats.since / 1000 + i, n]));
+      rows.clear();
+      tbody.replaceChildren();
+      for (const order of recent) {
+        const tr = renderRow(order);
+        tbody.append(tr);
+        rows.set(order.orderId, { order, tr });
+      }
+      $("empty").hidden = rows.size > 0;
+      follow(stats.position);
+    } catch (error) {
+      setConn("down", "Query service unavailable, retrying…");
+      setTimeout(load, 3000);
+    }
+  }
+
+  function follow(position) {
+    // The query parameter is only for the first connection: EventSource reconnects by
+    // itself with the Last-Event-ID header, which the server prefers.
+    source = new EventSource(`/api/orders/events?lastEventId=${encodeURIComponent(position)}`);
+    source.onopen = () => setConn("live", "Live");
+    source.onerror = () => setConn("connecting", "Reconnecting…");
+    for (const status of STATUSES) {
+      source.addEventListener(status, (event) => apply(JSON.parse(event.data)));
+    }
+    source.addEventListener("reset", () => load());
+  }
+
+  // --- the order form ----------------------------------------------------------------------
+
+  async function place(event) {
+    event.preventDefault();
+    const form = event.target;
+    const result = $("result");
+    const body = {
+      userId: Number(form.userId.value),
+      productName: form.productName.value,
+      quantity: Number(form.quantity.value),
+      price: Number(form.price.value),
+    };
+    $("place").disabled = true;
+    result.className = "result";
+    result.textContent = "Placing…";
+    try {
+      const response = await fetch(`${API}/api/orders`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const answer = await response.json();
+      if (response.status === 202) {
+        const id = answer.data.orderId;
+        mine.add(id);
+        const row = rows.get(id);
+        if (row) row.tr.classList.add("mine");
+        result.className = "result ok";
+        result.dataset.orderId = id;
+        result.textContent = `Accepted: order …${id.slice(-12)}`;
+      } else {
+        const reasons = (answer.errors || []).map((e) => `${e.field}: ${e.reason}`).join("; ");
+        result.className = "result error";
+        result.textContent = `${answer.message}${reasons ? ` (${reasons})` : ""}`;
+      }
+    } catch (error) {
+      result.className = "result error";
+      result.textContent = `The api at ${API} did not answer (is it running, and does CORS_ORIGINS allow this page?)`;
+    } finally {
+      $("place").disabled = false;
+    }
+  }
+
+  $("api-url").textContent = API;
+  $("order-form").addEventListener("submit", place);
+  setInterval(() => {
+    renderCounts();
+    drawChart();
+  }, 1000);
+  const frame = () => {
+    renderCounts();
+    requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+  window.addEventListener("resize", drawChart);
+  load().then(drawChart);
+})();

@@ -1,0 +1,311 @@
+"""Live updates: one reader of the Redis update stream per process, fanned out to SSE clients.
+
+`Hub` runs the only blocking `XREAD` of the process and hands each entry to
+the subscriptions that want it (every feed, and the streams of that one
+order), each through a bounded queue, without ever waiting for a client. A
+client that falls behind (its queue is full) is dropped from the fan-out and
+catches up on its own from the stream in Redis, then joins again; only when
+the stream no longer holds its position (it was trimmed by the cap) is it
+told to `reset`.
+
+`LiveStream` is one client's stream. Its position is always the id of the
+last stream entry it has accounted for, so with `Last-Event-ID` a reconnect
+resumes with no gap and no repeat.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from orders_common.models import OrderStatus
+from orders_common.store import OrderStore, Snapshot, Update, position_key
+
+__all__ = ["Event", "Hub", "LiveMetrics", "LiveStream", "Subscription", "reset_frame"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = b": keep-alive\n\n"
+RETRY = b"retry: 2000\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A transition, ready to send: its SSE frame is encoded once for every client."""
+
+    position: str
+    key: tuple[int, int]
+    order_id: str
+    user_id: int
+    status: OrderStatus
+    frame: bytes
+
+
+def _frame(position: str, name: str, data: object) -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (position.encode(), name.encode(), orjson.dumps(data))
+
+
+def to_event(update: Update) -> Event:
+    data = (
+        update.order.model_dump(mode="json")
+        if update.order
+        else {
+            "orderId": update.order_id,
+            "userId": update.user_id,
+            "status": update.status,
+            "version": update.version,
+        }
+    )
+    return Event(
+        update.position,
+        position_key(update.position),
+        update.order_id,
+        update.user_id,
+        update.status,
+        _frame(update.position, update.status, data),
+    )
+
+
+def snapshot_frame(snapshot: Snapshot) -> bytes:
+    """The order as it is now, as the event of its latest transition (an id-only frame if unknown)."""
+    if snapshot.order is None or snapshot.position is None:
+        return b"id: %s\n\n" % snapshot.head.encode()
+    return _frame(snapshot.position, snapshot.order.status, snapshot.order.model_dump(mode="json"))
+
+
+def reset_frame(stale: str, position: str | None) -> bytes:
+    """Tells the client that the stream no longer holds what follows `stale`."""
+    data = {
+        "message": "The update stream no longer holds this position: re-read the order(s); "
+        "the events that follow continue from the current state.",
+        "lastEventId": stale,
+    }
+    frame = b"event: reset\ndata: %s\n\n" % orjson.dumps(data)
+    return frame if position is None else b"id: %s\n" % position.encode() + frame
+
+
+Match = Callable[[Event], bool]
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    order_id: str | None
+    match: Match
+    queue: "asyncio.Queue[Event | None]"
+    start: str
+    """The hub's position when it joined: every later entry goes through the queue."""
+    behind: bool = False
+    """Dropped from the fan-out (queue full, or the reader lost Redis): catch up from Redis."""
+
+
+@dataclass(slots=True)
+class LiveMetrics:
+    streams_total: int = 0
+    events_sent_total: int = 0
+    fell_behind_total: int = 0
+    resets_total: int = 0
+    reader_errors_total: int = 0
+
+
+class Hub:
+    """The process's one reader of the update stream and its fan-out to subscriptions."""
+
+    def __init__(self, store: OrderStore, buffer: int = 1000, batch: int = 500, block_ms: int = 2000) -> None:
+        self._store = store
+        self._buffer = buffer
+        self._batch = batch
+        self._block_ms = block_ms
+        self._feeds: set[Subscription] = set()
+        self._orders: dict[str, set[Subscription]] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.position = ""
+        self.metrics = LiveMetrics()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._feeds) + sum(len(subs) for subs in self._orders.values())
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="orders-update-hub")
+
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def stop(self) -> None:
+        """Ends the reader. It is not cancelled in a read (redis-py can lose a cancellation
+        there): it is told to stop and its connection is closed under it."""
+        if self._task is None:
+            return
+        self._stopping = True
+        await self._store.redis.connection_pool.disconnect()
+        done, _ = await asyncio.wait([self._task], timeout=self._block_ms / 1000 + 2)
+        if not done:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=2)
+        self._task = None
+
+    async def ready(self, timeout: float = 5.0) -> None:
+        """Wait until the reader knows its position; a Redis ConnectionError (503) if it cannot."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            raise RedisConnectionError("the update stream cannot be read") from None
+
+    def subscribe(self, order_id: str | None, match: Match) -> Subscription:
+        """Join the fan-out now (call only after `ready`); entries after `start` arrive in the queue."""
+        sub = Subscription(order_id, match, asyncio.Queue(self._buffer), self.position)
+        if order_id is None:
+            self._feeds.add(sub)
+        else:
+            self._orders.setdefault(order_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub.order_id is None:
+            self._feeds.discard(sub)
+            return
+        subs = self._orders.get(sub.order_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._orders[sub.order_id]
+
+    def _drop(self, sub: Subscription) -> None:
+        self.unsubscribe(sub)
+        sub.behind = True
+        self.metrics.fell_behind_total += 1
+        with contextlib.suppress(asyncio.QueueFull):
+            sub.queue.put_nowait(None)  # wakes a waiting client; a full queue wakes it anyway
+
+    def _dispatch(self, event: Event) -> None:
+        for sub in [*self._feeds, *self._orders.get(event.order_id, ())]:
+            if sub.match(event):
+                try:
+                    sub.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    self._drop(sub)
+
+    async def _run(self) -> None:
+        delay, failed = 0.1, False
+        while not self.stopping():
+            try:
+                if not self._ready.is_set():
+                    self.position = await self._store.head()
+                    self._ready.set()
+                updates = await self._store.wait_updates(self.position, self._batch, self._block_ms)
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive any failure
+                if self.stopping():
+                    return
+                self.metrics.reader_errors_total += 1
+                log.warning("reading the update stream failed (retrying in %.1fs): %r", delay, exc)
+                failed = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            if failed:
+                # Whatever happened meanwhile, each client checks the stream from its own position.
+                failed = False
+                for sub in [*self._feeds, *(s for subs in self._orders.values() for s in subs)]:
+                    self._drop(sub)
+            for update in updates:
+                if self._feeds or update.order_id in self._orders:  # encoded only if someone listens
+                    self._dispatch(to_event(update))
+            if updates:
+                self.position = updates[-1].position
+
+
+@dataclass(eq=False)
+class LiveStream:
+    """One client's stream of events: catch up from Redis when needed, then follow the hub.
+
+    `last` is the position the client holds: everything up to it has been sent
+    or did not match. `final` ends the stream after the first final status (an
+    order's stream); `resnapshot` re-reads the order after a reset (None for feeds).
+    """
+
+    hub: Hub
+    store: OrderStore
+    order_id: str | None
+    match: Match
+    heartbeat: float
+    final: bool = False
+    done: bool = False
+    """Set once the client holds a final status (order streams end there)."""
+    sub: Subscription = field(init=False)
+    last: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.sub = self.hub.subscribe(self.order_id, self.match)
+        self.hub.metrics.streams_total += 1
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self.sub)
+
+    async def _catch_up(self) -> AsyncIterator[Event | bytes]:
+        """Entries after `last` up to the subscription's start, from Redis; a reset if trimmed."""
+        until = self.sub.start
+        while position_key(self.last) < position_key(until):
+            page = await self.store.updates_after(self.last, until, 500)
+            if page is None:
+                self.hub.metrics.resets_total += 1
+                stale = self.last
+                if self.order_id is None:
+                    self.last = until
+                    yield reset_frame(stale, until)
+                else:
+                    snapshot = await self.store.snapshot(self.order_id)
+                    self.last = snapshot.position or snapshot.head
+                    self.done = snapshot.order is not None and snapshot.order.status.is_final
+                    yield reset_frame(stale, None) + snapshot_frame(snapshot)
+                return
+            if not page:
+                break
+            for update in page:
+                self.last = update.position
+                event = to_event(update)
+                if self.match(event):
+                    yield event
+        if position_key(self.last) < position_key(until):
+            self.last = until
+
+    def finished(self) -> bool:
+        return self.done
+
+    def _sent(self, event: Event) -> bytes:
+        self.last = event.position
+        self.hub.metrics.events_sent_total += 1
+        self.done = self.final and event.status.is_final
+        return event.frame
+
+    async def frames(self, first: bytes, last: str, catch_up: bool = False) -> AsyncGenerator[bytes]:
+        """The SSE body: `first` (already encoded), then the events after `last`, live."""
+        self.last = last
+        yield RETRY + first
+        behind = catch_up
+        while not self.finished():
+            if behind:
+                behind = False
+                async for item in self._catch_up():
+                    yield item if isinstance(item, bytes) else self._sent(item)
+                    if self.finished():
+                        return
+            sub = self.sub
+            if sub.behind and sub.queue.empty():
+                self.sub = self.hub.subscribe(self.order_id, self.match)
+                behind = True
+                continue
+            try:
+                async with asyncio.timeout(self.heartbeat):
+                    event = await sub.queue.get()
+            except TimeoutError:
+                yield HEARTBEAT
+                continue
+            if event is not None and event.key > position_key(self.last):
+                yield self._sent(event)
