@@ -108,7 +108,7 @@ async def test_pages_are_newest_first_and_complete(store: OrderStore, new_order:
     cursor = None
     while True:
         page, cursor = await store.page(store.keys.by_user(42), 3, cursor)
-        seen += [o.order_id for o in page]
+        seen += [o["orderId"] for o in page]
         assert len(page) <= 3
         if cursor is None:
             break
@@ -116,6 +116,9 @@ async def test_pages_are_newest_first_and_complete(store: OrderStore, new_order:
     all_page, last = await store.page(store.keys.all_orders, 100)
     assert len(all_page) == 8
     assert last is None
+    # The JSON form read without pydantic is exactly the model's.
+    assert all_page[1:] == [o.model_dump(mode="json") for o in reversed(orders)]
+    assert await store.get_json(orders[0].order_id) == orders[0].model_dump(mode="json")
 
 
 async def test_an_empty_index_and_a_foreign_cursor(store: OrderStore) -> None:

@@ -18,11 +18,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
 
 __all__ = ["ScriptBatcher"]
 
-_Run = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
+_Run = tuple[AsyncScript | None, list[Any], list[Any], "asyncio.Future[Any]"]
+"""(script, keys, args, future); a plain command has no script and its words in `args`."""
 
 
 class ScriptBatcher:
@@ -36,10 +38,17 @@ class ScriptBatcher:
 
     async def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         """Run `script`, sent in the next pipeline; returns what it returns."""
+        return await self._enqueue(script, keys, args)
+
+    async def command(self, *words: Any) -> Any:
+        """Send a plain command (HGETALL key, say) in the next pipeline; returns its reply."""
+        return await self._enqueue(None, [], list(words))
+
+    def _enqueue(self, script: AsyncScript | None, keys: list[Any], args: list[Any]) -> "asyncio.Future[Any]":
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((script, keys, args, future))
         self._send()
-        return await future
+        return future
 
     def _send(self) -> None:
         if self._queue and not self._starting and len(self._in_flight) < self._max_pipelines:
@@ -59,7 +68,11 @@ class ScriptBatcher:
         self._send()
         try:
             results = await self._pipeline(batch)
-            missing = {id(r[0]): r[0] for r, result in zip(batch, results, strict=True) if _no_script(result)}
+            missing = {
+                id(script): script
+                for (script, *_), result in zip(batch, results, strict=True)
+                if script is not None and _no_script(result)
+            }
             if missing:  # Redis restarted without its script cache: load, then send those again
                 for script in missing.values():
                     script.sha = await self._redis.script_load(script.script)
@@ -67,6 +80,10 @@ class ScriptBatcher:
                 for i, result in zip(again, await self._pipeline([batch[i] for i in again]), strict=True):
                     results[i] = result
         except Exception as exc:  # noqa: BLE001 - each caller gets its pipeline's failure
+            if not isinstance(exc, RedisError):
+                # A socket torn down under a write (Redis killed, say) can surface as the event
+                # loop's RuntimeError or an OSError: to callers it is a lost connection.
+                exc = RedisConnectionError(f"connection to Redis lost: {exc!r}")
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -87,7 +104,10 @@ class ScriptBatcher:
         # EVALSHA by hand: redis-py's pipelined scripts cost a SCRIPT EXISTS round trip each time.
         async with self._redis.pipeline(transaction=False) as pipe:
             for script, keys, args, _ in batch:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                if script is None:
+                    pipe.execute_command(*args)
+                else:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
 
 

@@ -23,6 +23,7 @@ from .models import ErrorEnvelope, utc_now
 __all__ = [
     "MAX_BODY_BYTES",
     "NO_TELEMETRY",
+    "ORDER_ID_PARAMETER",
     "BodySizeLimit",
     "Check",
     "OrderIdPath",
@@ -67,6 +68,15 @@ def envelope(
     }
     return Response(orjson.dumps(body), status_code, headers, media_type="application/json")
 
+
+ORDER_ID_PARAMETER = {
+    "name": "orderId",
+    "in": "path",
+    "required": True,
+    "description": "The order's id (a UUID).",
+    "schema": {"type": "string", "format": "uuid", "maxLength": 64},
+}
+"""`orderId` as an OpenAPI parameter, for direct routes (which document their parameters by hand)."""
 
 OrderIdPath = Annotated[
     str,

@@ -4,9 +4,10 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -40,6 +41,7 @@ __all__ = [
     "Quantity",
     "UserId",
     "new_order_id",
+    "order_json",
     "total_amount",
     "utc_now",
 ]
@@ -246,6 +248,30 @@ class Order(WireModel):
             created_at=utc_now(),
             version=1,
         )
+
+
+_JSON_FIELDS = tuple(to_camel(name) for name in Order.model_fields)
+_FROM_TEXT: dict[str, Callable[[str], Any]] = {
+    "userId": int,
+    "quantity": int,
+    "version": int,
+    # Exact: every amount has at most 15 significant digits (see MAX_PRICE).
+    "price": float,
+    "totalAmount": float,
+}
+
+
+def order_json(fields: Mapping[str, str]) -> dict[str, Any]:
+    """An order as the read model's hash holds it (text), in its JSON form: what
+    `Order.model_validate(fields).model_dump(mode="json")` gives, without the cost.
+
+    For the read paths; the store wrote those fields from a validated `Order`.
+    """
+    return {
+        name: (convert(value) if (convert := _FROM_TEXT.get(name)) and value is not None else value)
+        for name in _JSON_FIELDS
+        for value in (fields.get(name),)
+    }
 
 
 class HistoryEntry(WireModel):

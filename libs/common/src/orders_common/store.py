@@ -26,7 +26,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from .batching import ScriptBatcher
 from .keys import Keys
 from .lifecycle import ALLOWED_FROM, TIME_FIELD
-from .models import HistoryEntry, Order, OrderStatus, utc_now
+from .models import HistoryEntry, Order, OrderStatus, order_json, utc_now
 from .settings import RedisSettings
 
 __all__ = [
@@ -126,6 +126,29 @@ for i = 1, #KEYS, 2 do
   redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
 end
 return 0
+"""
+
+CLAIM_SCRIPT = """
+-- KEYS[1] the Idempotency-Key's record; ARGV[1] this request's record, ARGV[2] ttl
+-- Returns the record already there, or nil once this one is stored (SET NX GET, as one step).
+local previous = redis.call('GET', KEYS[1])
+if previous then return previous end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+
+PAGE_SCRIPT = """
+-- One page of an index, newest first, with each order's fields: one round trip.
+-- KEYS[1] the index; ARGV[1] where to start ('+', or '(' and the last id of the previous page),
+-- ARGV[2] how many, ARGV[3] the order hashes' key prefix
+-- Returns {id, {field, value, ...}, id, {...}, ...}.
+local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], '-', 'BYLEX', 'REV', 'LIMIT', 0, ARGV[2])
+local page = {}
+for _, id in ipairs(ids) do
+  page[#page + 1] = id
+  page[#page + 1] = redis.call('HGETALL', ARGV[3] .. id)
+end
+return page
 """
 
 _STATUSES = tuple(OrderStatus)
@@ -252,6 +275,8 @@ class OrderStore:
         self._create = redis.register_script(CREATE_SCRIPT)
         self._transition = redis.register_script(TRANSITION_SCRIPT)
         self._abandon = redis.register_script(ABANDON_SCRIPT)
+        self._page = redis.register_script(PAGE_SCRIPT)
+        self._claim = redis.register_script(CLAIM_SCRIPT)
         self._scripts = ScriptBatcher(redis)
 
     @classmethod
@@ -352,39 +377,39 @@ class OrderStore:
     async def claim(self, key: str, order: Order, fingerprint: str, ttl_s: int) -> Claim:
         """Tie an `Idempotency-Key` of `order`'s user to `order`, unless an earlier request did.
 
-        Atomic (SET NX GET), so of any number of concurrent requests with one key
+        Atomic, so of any number of concurrent requests with one key
         exactly one claims it and all get the same order back.
         """
         digest = hashlib.sha256(key.encode()).hexdigest()
         value = orjson.dumps({"fingerprint": fingerprint, "order": order.model_dump(mode="json")})
         name = self.keys.idempotency(order.user_id, digest)
-        previous = cast(str | None, await self.redis.set(name, value, nx=True, ex=ttl_s, get=True))
+        previous = cast(str | None, await self._scripts.run(self._claim, [name], [value, ttl_s]))
         if previous is None:
             return Claim(order, fingerprint, first=True)
         stored = orjson.loads(previous)
         return Claim(Order.model_validate(stored["order"]), stored["fingerprint"], first=False)
 
     async def get(self, order_id: str) -> Order | None:
-        fields = await self.redis.hgetall(self.keys.order(order_id))
+        fields = await self._scripts.command("HGETALL", self.keys.order(order_id))
         return Order.model_validate(fields) if fields else None
 
-    async def page(self, index: str, limit: int, cursor: str | None = None) -> tuple[list[Order], str | None]:
-        """Orders of an index, newest first: one page and the cursor of the next (None if last)."""
+    async def get_json(self, order_id: str) -> dict[str, Any] | None:
+        """The order in its JSON form (as `get(...).model_dump(mode="json")`), for read paths."""
+        fields = await self._scripts.command("HGETALL", self.keys.order(order_id))
+        return order_json(fields) if fields else None
+
+    async def page(
+        self, index: str, limit: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Orders of an index, newest first, in their JSON form: one page and the cursor of
+        the next (None if last). One round trip."""
         start = f"({decode_cursor(cursor)}" if cursor else "+"
-        ids = cast(
-            list[str],
-            await self.redis.zrange(index, start, "-", desc=True, bylex=True, offset=0, num=limit + 1),
-        )
+        raw = await self._scripts.run(self._page, [index], [start, limit + 1, self.keys.order("")])
+        ids: list[str] = raw[::2]
+        rows = [dict(zip(fields[::2], fields[1::2], strict=True)) for fields in raw[1::2]]
         more = len(ids) > limit
-        ids = ids[:limit]
-        if not ids:
-            return [], None
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for order_id in ids:
-                pipe.hgetall(self.keys.order(order_id))
-            rows = await pipe.execute()
-        orders = [Order.model_validate(row) for row in rows if row]
-        return orders, encode_cursor(ids[-1]) if more else None
+        orders = [order_json(row) for row in rows[:limit] if row]
+        return orders, encode_cursor(ids[limit - 1]) if more else None
 
     async def history(self, order_id: str) -> list[HistoryEntry]:
         entries = await self.redis.lrange(self.keys.history(order_id), 0, -1)

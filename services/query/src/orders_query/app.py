@@ -9,6 +9,7 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
@@ -19,7 +20,9 @@ from starlette.types import Receive, Scope, Send
 
 from orders_common.http import (
     NO_TELEMETRY,
+    ORDER_ID_PARAMETER,
     OrderIdPath,
+    direct,
     envelope,
     health_router,
     install_common,
@@ -72,9 +75,45 @@ async def _page(store: StoreDep, index: str, limit: int, cursor: str | None, whe
         raise HTTPException(400, str(exc)) from None
     return envelope(
         f"{len(orders)} order{'' if len(orders) == 1 else 's'}{where}",
-        [order.model_dump(mode="json") for order in orders],
+        orders,
         page={"limit": limit, "nextCursor": next_cursor},
     )
+
+
+_PAGE_PARAMETERS = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": f"Orders per page, 100 by default; more than {MAX_LIMIT} reads as {MAX_LIMIT}.",
+        "schema": {"type": "integer", "minimum": 1, "default": 100},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "required": False,
+        "description": "`page.nextCursor` of the previous page.",
+        "schema": {"type": "string", "maxLength": 64},
+    },
+]
+
+
+def _page_parameters(request: Request) -> tuple[int, str | None]:
+    """`limit` and `cursor` read by hand (a direct route), checked as the documented schema says."""
+    raw_limit = request.query_params.get("limit")
+    limit = 100
+    if raw_limit is not None:
+        if not raw_limit.isascii() or not raw_limit.isdigit() or int(raw_limit) < 1:
+            raise RequestValidationError([_invalid("limit", "must be an integer of at least 1", raw_limit)])
+        limit = int(raw_limit)
+    cursor = request.query_params.get("cursor")
+    if cursor is not None and len(cursor) > 64:
+        raise RequestValidationError([_invalid("cursor", "must have at most 64 characters", cursor)])
+    return limit, cursor
+
+
+def _invalid(name: str, reason: str, value: str) -> dict[str, Any]:
+    return {"type": "value_error", "loc": ("query", name), "msg": reason, "input": value}
 
 
 def get_hub(request: Request) -> Hub:
@@ -100,6 +139,7 @@ LastEventIdQuery = Annotated[
     ),
 ]
 
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorEnvelope"}
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`text/event-stream`: one event per transition (`event` = the status, "
@@ -108,8 +148,9 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
         "the client resumes from.",
         "content": {"text/event-stream": {}},
     },
-    400: {"model": ErrorEnvelope, "description": "Invalid parameter"},
-    503: {"model": ErrorEnvelope, "description": "Redis is unavailable"},
+    # Errors come before any event: a JSON envelope, as everywhere else.
+    400: {"description": "Invalid parameter", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+    503: {"description": "Redis is unavailable", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
 }
 _DASHBOARD = files("orders_query") / "dashboard"
 
@@ -232,13 +273,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         )
 
-    @app.get(
+    @direct(
+        app,
+        "GET",
         "/api/orders",
         summary="All orders, newest first",
         response_model=ListEnvelope[Order],
         responses=_ERRORS,
+        openapi_extra={"parameters": _PAGE_PARAMETERS},
     )
-    async def list_orders(store: StoreDep, limit: Limit = 100, cursor: Cursor = None) -> Response:
+    async def list_orders(request: Request) -> Response:
+        store: OrderStore = request.app.state.store
+        limit, cursor = _page_parameters(request)
         return await _page(store, store.keys.all_orders, limit, cursor)
 
     @app.get(
@@ -386,17 +432,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             [entry.model_dump(mode="json") for entry in entries],
         )
 
-    @app.get(
+    @direct(
+        app,
+        "GET",
         "/api/orders/{orderId}",
         summary="One order",
         response_model=Envelope[Order],
         responses={**_ERRORS, 404: {"model": ErrorEnvelope, "description": "No such order"}},
+        openapi_extra={"parameters": [ORDER_ID_PARAMETER]},
     )
-    async def get_order(store: StoreDep, raw_id: OrderIdPath) -> Response:
-        order_id = parse_order_id(raw_id)
-        order = await store.get(order_id)
+    async def get_order(request: Request) -> Response:
+        store: OrderStore = request.app.state.store
+        order_id = parse_order_id(request.path_params["orderId"])
+        order = await store.get_json(order_id)
         if order is None:
             raise HTTPException(404, f"Order {order_id} not found")
-        return envelope("Order found", order.model_dump(mode="json"))
+        return envelope("Order found", order)
 
     return app

@@ -117,8 +117,13 @@ async def place_orders(
             await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
         raise AssertionError(f"cancel of {order_id} never got an answer")
 
-    async with httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as http:
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+    # A task group: one client failing cancels the others before the connections close.
+    async with (
+        httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as http,
+        asyncio.TaskGroup() as clients,
+    ):
+        for _ in range(concurrency):
+            clients.create_task(client(http))
     return ledger
 
 
