@@ -412,7 +412,7 @@ class OrderStore:
         return orders, encode_cursor(ids[limit - 1]) if more else None
 
     async def history(self, order_id: str) -> list[HistoryEntry]:
-        entries = await self.redis.lrange(self.keys.history(order_id), 0, -1)
+        entries = await self._scripts.command("LRANGE", self.keys.history(order_id), 0, -1)
         return [HistoryEntry.model_validate_json(entry) for entry in entries]
 
     async def head(self) -> str:
