@@ -5,10 +5,12 @@ E2E_API_URL and E2E_QUERY_URL; without them it starts the stack itself as
 local processes on free loopback ports, and stops it at the end.
 """
 
+import contextlib
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
@@ -21,8 +23,10 @@ class Urls:
     query: str
 
 
-@pytest.fixture(scope="session")
-def urls(request: pytest.FixtureRequest) -> Iterator[Urls]:
+@contextlib.contextmanager
+def own_stack(request: pytest.FixtureRequest, label: str) -> Iterator[Urls]:
+    """The stack named by E2E_API_URL and E2E_QUERY_URL, or one started here on the session's
+    Kafka and Redis, with a topic, group and key prefix of its own (stopped at the end)."""
     api, query = os.environ.get("E2E_API_URL"), os.environ.get("E2E_QUERY_URL")
     if api and query:
         yield Urls(api.rstrip("/"), query.rstrip("/"))
@@ -30,17 +34,29 @@ def urls(request: pytest.FixtureRequest) -> Iterator[Urls]:
     from orders_stack import Stack
 
     infra = request.getfixturevalue("infra")
-    unique = uuid.uuid4().hex[:12]
+    unique = f"{label}-{uuid.uuid4().hex[:12]}"
     env = {
-        "KAFKA_ORDERS_TOPIC": f"orders-e2e-{unique}",
-        "KAFKA_DLQ_TOPIC": f"orders-e2e-{unique}.dlq",
-        "KAFKA_CONSUMER_GROUP": f"processor-e2e-{unique}",
-        "REDIS_KEY_PREFIX": f"e2e:{unique}:",
+        "KAFKA_ORDERS_TOPIC": f"orders-{unique}",
+        "KAFKA_DLQ_TOPIC": f"orders-{unique}.dlq",
+        "KAFKA_CONSUMER_GROUP": f"processor-{unique}",
+        "REDIS_KEY_PREFIX": f"{unique}:",
         "PROCESSING_DELAY_MS": "200",
         "BIND_HOST": "127.0.0.1",  # servers in tests listen on loopback only
     }
     with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
         yield Urls(stack.api_url, stack.query_url)
+
+
+@pytest.fixture(scope="session")
+def own_stack_factory() -> Callable[[pytest.FixtureRequest, str], AbstractContextManager[Urls]]:
+    """`own_stack`, for test modules that want a stack of their own."""
+    return own_stack
+
+
+@pytest.fixture(scope="session")
+def urls(request: pytest.FixtureRequest) -> Iterator[Urls]:
+    with own_stack(request, "e2e") as running:
+        yield running
 
 
 @pytest.fixture

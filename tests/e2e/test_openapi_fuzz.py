@@ -12,6 +12,7 @@ valid request to one is a stream that does not end.
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 CHECKS = [
-    "not_a_server_error",
+    # Not `not_a_server_error`: a 503 (Kafka slower than KAFKA_SEND_TIMEOUT_MS on a busy
+    # machine) is a documented answer. An undocumented one, a 500, fails this check:
     "status_code_conformance",
     "content_type_conformance",
     "response_headers_conformance",
@@ -31,9 +33,17 @@ CHECKS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def fuzzed(request: pytest.FixtureRequest, own_stack_factory: Any) -> Iterator[Any]:
+    """A stack of its own: the fuzzed batches leave a backlog no other test should wait behind."""
+    with own_stack_factory(request, "fuzz") as running:
+        yield running
+
+
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("service", ["api", "query"])
-def test_every_generated_request_gets_a_documented_answer(urls: Any, service: str, tmp_path: Path) -> None:
-    base = getattr(urls, service)
+def test_every_generated_request_gets_a_documented_answer(fuzzed: Any, service: str, tmp_path: Path) -> None:
+    base = getattr(fuzzed, service)
     schemathesis = Path(sys.executable).parent / "st"
     result = subprocess.run(
         [

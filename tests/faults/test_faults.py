@@ -28,7 +28,8 @@ from orders_common.store import OrderStore
 from orders_stack import Infra, Stack, free_port
 from orders_stack.ledger import Ledger, audit, place_orders, read_records, settle, until
 
-pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.redis]
+# Each test may restart Kafka (up to 2 min) and wait for its backlog: more than the default limit.
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.redis, pytest.mark.timeout(600)]
 
 COUNT = 2000
 RATE = 400.0

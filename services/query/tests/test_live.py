@@ -129,6 +129,37 @@ async def test_resume_gives_exactly_the_rest_and_204_once_final(
     assert done.status_code == 204
 
 
+async def test_a_resumed_order_stream_carries_that_order_only(
+    query: httpx.AsyncClient, store: OrderStore, new_order: NewOrder
+) -> None:
+    order, other = new_order(), new_order()
+    await store.create(order)
+    await store.create(other)
+    placed_at = (await store.history(order.order_id))[0].position
+    assert placed_at is not None
+    # Another order's transitions land in the stream between this one's.
+    await progress(store, other, S.PROCESSING)
+    await progress(store, order, S.PROCESSING)
+    await progress(store, other, S.COMPLETED)
+    await progress(store, order, S.COMPLETED)
+    events = await collect(
+        query, f"/api/orders/{order.order_id}/events", lambda s: False, headers={"Last-Event-ID": placed_at}
+    )
+    assert statuses(events) == ["PROCESSING", "COMPLETED"]
+    assert {e.json()["orderId"] for e in transitions(events)} == {order.order_id}
+
+
+@pytest.mark.parametrize("position", ["\u00b2", "\u0663-0", "9" * 30 + "-0", "1-" + "9" * 30])
+async def test_a_position_that_is_not_one_is_400(
+    query: httpx.AsyncClient, store: OrderStore, new_order: NewOrder, position: str
+) -> None:
+    order = new_order()
+    await store.create(order)
+    for path in (f"/api/orders/{order.order_id}/events", "/api/orders/events"):
+        response = await query.get(path, params={"lastEventId": position})
+        assert response.status_code == 400, (path, position, response.text)
+
+
 async def test_an_unknown_order_is_waited_for(
     query: httpx.AsyncClient, store: OrderStore, new_order: NewOrder
 ) -> None:

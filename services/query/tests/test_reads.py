@@ -96,6 +96,9 @@ async def test_pagination_with_cursor(client: httpx.AsyncClient, orders: list[Or
         ("/api/orders/user/abc", 400),
         ("/api/orders?limit=0", 400),
         ("/api/orders?limit=-3", 400),
+        ("/api/orders?limit=000", 400),
+        ("/api/orders?limit=%C2%B2", 400),
+        ("/api/orders?cursor=" + "x" * 65, 400),
         ("/api/orders?cursor=garbage!!", 400),
     ],
 )
@@ -109,6 +112,9 @@ async def test_page_size_is_capped(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/orders?limit=1000000")
     assert response.status_code == 200
     assert response.json()["page"]["limit"] == 1000
+    enormous = await client.get("/api/orders?limit=" + "9" * 5000)  # beyond what int() parses
+    assert enormous.status_code == 200
+    assert enormous.json()["page"]["limit"] == 1000
 
 
 async def test_ready_and_redis_down() -> None:

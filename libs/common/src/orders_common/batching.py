@@ -19,9 +19,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 __all__ = ["ScriptBatcher"]
+
+_LOST = (OSError, RuntimeError, asyncio.IncompleteReadError)
+"""What a connection torn down under a command raises besides redis-py's own errors."""
 
 _Run = tuple[AsyncScript | None, list[Any], list[Any], "asyncio.Future[Any]"]
 """(script, keys, args, future); a plain command has no script and its words in `args`."""
@@ -80,7 +83,7 @@ class ScriptBatcher:
                 for i, result in zip(again, await self._pipeline([batch[i] for i in again]), strict=True):
                     results[i] = result
         except Exception as exc:  # noqa: BLE001 - each caller gets its pipeline's failure
-            if not isinstance(exc, RedisError):
+            if isinstance(exc, _LOST):
                 # A socket torn down under a write (Redis killed, say) can surface as the event
                 # loop's RuntimeError or an OSError: to callers it is a lost connection.
                 exc = RedisConnectionError(f"connection to Redis lost: {exc!r}")

@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,12 +167,18 @@ START = "0-0"
 """The position before the first entry of the update stream."""
 
 
+_POSITION = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?", re.ASCII)
+_MAX_PART = 2**64 - 1
+
+
 def position_key(position: str) -> tuple[int, int]:
-    """A stream position (`<ms>-<seq>`) as a pair that compares like the positions do."""
-    ms, _, seq = position.partition("-")
-    if not (ms.isdigit() and (seq.isdigit() or not seq)) or len(position) > 41:
+    """A stream position (`<ms>-<seq>`, each part below 2**64) as a pair that compares like
+    the positions do; InvalidPosition for anything else."""
+    match = _POSITION.fullmatch(position)
+    key = (int(match[1]), int(match[2] or 0)) if match else (-1, -1)
+    if not (0 <= key[0] <= _MAX_PART and 0 <= key[1] <= _MAX_PART):
         raise InvalidPosition(f"{position!r} is not a stream position")
-    return int(ms), int(seq or 0)
+    return key
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ class _Lazy:
         self._connect = connect
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._stopping: set[asyncio.Task[None]] = set()
 
     async def get(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -65,13 +66,25 @@ class _Lazy:
                 self._producer = await self._connect()
             return self._producer
 
-    async def discard(self, producer: AIOKafkaProducer | None = None) -> None:
-        """Stop the producer (bounded); with `producer`, only if it is still the current one."""
-        async with self._lock:
-            if producer is None or producer is self._producer:
-                current, self._producer = self._producer, None
-                if current is not None:
-                    await stop_bounded(current, "producer stop")
+    def drop(self, producer: AIOKafkaProducer | None) -> None:
+        """Stop using `producer` now (the next `get` makes a new one); it stops in the
+        background, so no request waits for that (it can take seconds while Kafka hangs)."""
+        if producer is None or producer is not self._producer:
+            return
+        self._producer = None
+        task = asyncio.create_task(stop_bounded(producer, "producer stop"))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: "asyncio.Task[None]") -> None:
+        self._stopping.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("a discarded producer did not stop cleanly: %r", exc)
+
+    async def close(self) -> None:
+        self.drop(self._producer)
+        if self._stopping:
+            await asyncio.gather(*self._stopping)
 
 
 class Publisher:
@@ -101,7 +114,7 @@ class Publisher:
             log.warning("kafka not reachable at start-up, will retry on demand: %s", exc)
 
     async def stop(self) -> None:
-        await asyncio.gather(self._plain.discard(), self._transactional.discard())
+        await asyncio.gather(self._plain.close(), self._transactional.close())
 
     async def publish(self, key: str, value: bytes) -> None:
         """Return once every in-sync replica holds the message; raise KafkaUnavailable otherwise.
@@ -122,7 +135,7 @@ class Publisher:
             raise KafkaUnavailable("Kafka did not acknowledge in time", maybe_sent=sending) from None
         except _FATAL as exc:
             log.error("producer failed for good (%r); replacing it", exc)
-            await self._plain.discard(producer)
+            self._plain.drop(producer)
             raise KafkaUnavailable(f"Kafka producer failed: {exc}", maybe_sent=sending) from exc
         except KafkaError as exc:
             raise KafkaUnavailable(f"Kafka refused the message: {exc}", maybe_sent=sending) from exc
@@ -136,25 +149,27 @@ class Publisher:
         producer with this id fences it): consumers never see any of it.
         """
         topic = self._settings.kafka_orders_topic
-        async with self._transaction_lock:  # one open transaction per producer
-            producer = None
-            committing = False
-            try:
-                async with asyncio.timeout(self._timeout):
-                    producer = await self._transactional.get()
-                    await producer.begin_transaction()
-                    deliveries = [
-                        await producer.send(topic, value, key=key.encode()) for key, value in messages
-                    ]
-                    await asyncio.shield(asyncio.gather(*deliveries))
-                    committing = True
-                    await producer.commit_transaction()
-            except (TimeoutError, KafkaError) as exc:
-                # Whatever state the transaction is in, a fresh producer starts clean.
-                await self._transactional.discard(producer)
-                raise KafkaUnavailable(
-                    f"Kafka did not commit the batch: {exc!r}", maybe_sent=committing
-                ) from None
+        producer = None
+        committing = False
+        try:
+            # Waiting for the previous batch's transaction counts against the deadline too.
+            async with asyncio.timeout(self._timeout), self._transaction_lock:
+                producer = await self._transactional.get()
+                await producer.begin_transaction()
+                deliveries = [await producer.send(topic, value, key=key.encode()) for key, value in messages]
+                await asyncio.shield(asyncio.gather(*deliveries))
+                committing = True
+                await producer.commit_transaction()
+        except (TimeoutError, KafkaError) as exc:
+            # Whatever state the transaction is in, the next batch starts on a fresh producer,
+            # whose id fences this one (which aborts an open transaction).
+            self._transactional.drop(producer)
+            raise KafkaUnavailable(
+                f"Kafka did not commit the batch: {exc!r}", maybe_sent=committing
+            ) from None
+        except BaseException:  # cancelled mid-transaction (shutdown): leave nothing open
+            self._transactional.drop(producer)
+            raise
 
     async def check(self) -> None:
         """Readiness: the producer is connected and the cluster answers a metadata request."""

@@ -47,6 +47,8 @@ from .settings import Settings, get_settings
 __all__ = ["create_app"]
 
 MAX_LIMIT = 1000
+REDIS_TIMEOUT = 5.0
+"""Longest wait for one Redis command: a hung Redis gives 503s, not requests that never end."""
 
 
 def get_store(request: Request) -> OrderStore:
@@ -103,9 +105,10 @@ def _page_parameters(request: Request) -> tuple[int, str | None]:
     raw_limit = request.query_params.get("limit")
     limit = 100
     if raw_limit is not None:
-        if not raw_limit.isascii() or not raw_limit.isdigit() or int(raw_limit) < 1:
+        digits = raw_limit.lstrip("0")
+        if not (raw_limit.isascii() and raw_limit.isdigit() and digits):
             raise RequestValidationError([_invalid("limit", "must be an integer of at least 1", raw_limit)])
-        limit = int(raw_limit)
+        limit = MAX_LIMIT if len(digits) > 4 else int(digits)  # int() refuses 4,300+ digits
     cursor = request.query_params.get("cursor")
     if cursor is not None and len(cursor) > 64:
         raise RequestValidationError([_invalid("cursor", "must have at most 64 characters", cursor)])
@@ -198,9 +201,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.store = store = OrderStore.connect(settings)
-        # The hub's blocking XREAD holds a connection of its own, and does its own retrying.
-        reader = Redis.from_url(settings.redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0))
+        app.state.store = store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
+        # The hub's blocking XREAD (2 s) holds a connection of its own, and does its own retrying.
+        reader = Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=REDIS_TIMEOUT + 2,
+            socket_connect_timeout=REDIS_TIMEOUT,
+        )
         app.state.hub = hub = Hub(
             OrderStore(reader, Keys(settings.redis_key_prefix)), buffer=settings.sse_client_buffer
         )

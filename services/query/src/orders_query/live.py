@@ -269,6 +269,8 @@ class LiveStream:
                 break
             for update in page:
                 self.last = update.position
+                if self.order_id is not None and update.order_id != self.order_id:
+                    continue  # the fan-out routes by order; catching up from Redis must too
                 event = to_event(update)
                 if self.match(event):
                     yield event

@@ -95,16 +95,22 @@ class Proc:
             return None
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`; then its group."""
         if not self.alive():
+            self._kill_group()
             return
         self.signal(signal.SIGTERM)
         if self.wait(timeout) is None:
             log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
             self.signal(signal.SIGKILL)
             self.wait(10)
-        # Reap anything it left in its group.
-        self.signal(signal.SIGKILL)
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        """SIGKILL what the process left in its group (its own children), even after it exited."""
+        if self.popen is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
 
     def tail(self, lines: int = 30) -> str:
         try:
