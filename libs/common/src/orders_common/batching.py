@@ -39,13 +39,13 @@ class ScriptBatcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._starting = False  # a pipeline task is about to take the queue
 
-    async def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        """Run `script`, sent in the next pipeline; returns what it returns."""
-        return await self._enqueue(script, keys, args)
+    def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> "asyncio.Future[Any]":
+        """Run `script`, sent in the next pipeline; await it for what it returns."""
+        return self._enqueue(script, keys, args)
 
-    async def command(self, *words: Any) -> Any:
-        """Send a plain command (HGETALL key, say) in the next pipeline; returns its reply."""
-        return await self._enqueue(None, [], list(words))
+    def command(self, *words: Any) -> "asyncio.Future[Any]":
+        """Send a plain command (HGETALL key, say) in the next pipeline; await it for its reply."""
+        return self._enqueue(None, [], list(words))
 
     def _enqueue(self, script: AsyncScript | None, keys: list[Any], args: list[Any]) -> "asyncio.Future[Any]":
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -153,6 +153,11 @@ return page
 """
 
 _STATUSES = tuple(OrderStatus)
+_TRANSITION_ARGS = {
+    target: (TIME_FIELD[target], " ".join(sorted(ALLOWED_FROM[target])), *(s.value for s in _STATUSES))
+    for target in OrderStatus
+}
+"""The transition script's arguments that depend on the target status only."""
 
 
 class InvalidCursor(ValueError):
@@ -313,12 +318,17 @@ class OrderStore:
         (result,) = await self.create_all([(order, event_id)])
         return result
 
-    async def create_all(self, orders: Sequence[tuple[Order, str]]) -> list[TransitionResult]:
-        """`create` for many (order, eventId) pairs, in one round trip (not one atomic step)."""
+    async def create_all(
+        self, orders: Sequence[tuple[Order, str]], data: Sequence[dict[str, Any]] | None = None
+    ) -> list[TransitionResult]:
+        """`create` for many (order, eventId) pairs, in one round trip (not one atomic step).
+
+        `data`: each order's `model_dump(mode="json")`, when the caller has it already.
+        """
         k = self.keys
         runs = []
-        for order, event_id in orders:
-            fields = order.model_dump(mode="json", exclude_none=True)
+        for n, (order, event_id) in enumerate(orders):
+            fields = order.model_dump(mode="json") if data is None else data[n]
             keys = [
                 k.order(order.order_id),
                 k.history(order.order_id),
@@ -335,7 +345,7 @@ class OrderStore:
                 order.created_at,
                 self._maxlen,
                 event_id,
-                *(str(item) for pair in fields.items() for item in pair),
+                *(str(item) for name, value in fields.items() if value is not None for item in (name, value)),
             ]
             runs.append(self._scripts.run(self._create, keys, args))
         return [_result(raw) for raw in await asyncio.gather(*runs)]
@@ -351,15 +361,7 @@ class OrderStore:
                 k.updates,
                 *(k.by_status(s) for s in _STATUSES),
             ],
-            args=[
-                order_id,
-                target.value,
-                at or utc_now(),
-                self._maxlen,
-                TIME_FIELD[target],
-                " ".join(sorted(ALLOWED_FROM[target])),
-                *(s.value for s in _STATUSES),
-            ],
+            args=[order_id, target.value, at or utc_now(), self._maxlen, *_TRANSITION_ARGS[target]],
         )
         return _result(raw)
 

@@ -181,7 +181,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("orders %s: Kafka was slow to acknowledge but held them", [o for o, _ in events][:3])
             return None
         try:
-            await store.create_all([(o, event_id) for o, (_, event_id) in zip(orders, events, strict=True)])
+            await store.create_all(
+                [(o, event_id) for o, (_, event_id) in zip(orders, events, strict=True)], data
+            )
         except RedisError as exc:
             log.warning(
                 "%d orders in Kafka but not yet readable (the processor writes them): %r", len(orders), exc
