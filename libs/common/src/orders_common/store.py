@@ -176,6 +176,11 @@ _POSITION = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?", re.ASCII)
 _MAX_PART = 2**64 - 1
 
 
+def _head(newest: Any) -> str:
+    """The position of an XREVRANGE ... COUNT 1 reply: the newest entry's, START when empty."""
+    return str(newest[0][0]) if newest else START
+
+
 def position_key(position: str) -> tuple[int, int]:
     """A stream position (`<ms>-<seq>`, each part below 2**64) as a pair that compares like
     the positions do; InvalidPosition for anything else."""
@@ -426,8 +431,7 @@ class OrderStore:
 
     async def head(self) -> str:
         """The position of the stream's newest entry (START when it is empty)."""
-        newest = await self.redis.xrevrange(self.keys.updates, count=1)
-        return str(newest[0][0]) if newest else START
+        return _head(await self.redis.xrevrange(self.keys.updates, count=1))
 
     async def snapshot(self, order_id: str) -> Snapshot:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -436,7 +440,7 @@ class OrderStore:
             pipe.xrevrange(self.keys.updates, count=1)
             fields, last, newest = await pipe.execute()
         entry = HistoryEntry.model_validate_json(last) if last else None
-        head = str(newest[0][0]) if newest else START
+        head = _head(newest)
         order = Order.model_validate(fields) if fields else None
         return Snapshot(order, (entry.position or head) if entry else None, head)
 
@@ -489,4 +493,4 @@ class OrderStore:
             *numbers, newest = await pipe.execute()
         counts = dict(zip(_STATUSES, (int(n) for n in numbers[: len(_STATUSES)]), strict=True))
         per_second = [int(n) for n in numbers[len(_STATUSES) :]]
-        return Stats(counts, per_second, str(newest[0][0]) if newest else START)
+        return Stats(counts, per_second, _head(newest))
