@@ -24,7 +24,7 @@ import httpx
 
 from .procs import Proc, wait_until
 
-__all__ = ["Infra", "Stack", "free_port"]
+__all__ = ["Infra", "Stack", "cluster_id", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,30 @@ logger.raft.level = info
 """
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port nothing listens on, never the same one twice in this process
+    (two listeners of one Kafka on one port would not start)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, as Kafka writes them.
+
+    Like Kafka's own `Uuid.randomUuid`, never one starting with "-": the storage
+    tool would read it as an option and refuse to format."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def ensure_kafka_jars() -> Path:
@@ -185,8 +204,7 @@ class Infra:
         (home / "log4j2.properties").write_text(LOG4J2)
         classpath = f"{libs}/*"
         if not (home / "log" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            subprocess.run(
+            formatted = subprocess.run(
                 [
                     java,
                     "-cp",
@@ -195,13 +213,18 @@ class Infra:
                     "kafka.tools.StorageTool",
                     "format",
                     "-t",
-                    cluster_id,
+                    cluster_id(),
                     "-c",
                     str(props),
                 ],
-                check=True,
                 capture_output=True,
+                text=True,
             )
+            if formatted.returncode != 0:
+                raise RuntimeError(
+                    f"Kafka's storage tool could not format {home / 'log'} "
+                    f"(exit {formatted.returncode}): {formatted.stderr.strip() or formatted.stdout.strip()}"
+                )
         proc = Proc(
             "kafka",
             [
