@@ -12,7 +12,7 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) 
     # argument"): one draw in 64 failed CI's fault suite. 0xF8 puts 0b111110 (62, "-" in
     # URL-safe base64) in the first six bits.
     drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" + bytes(15))])
-    monkeypatch.setattr(stack.uuid, "uuid4", lambda: next(drawn))
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
     assert stack.cluster_id() == "EAAAAAAAAAAAAAAAAAAAAA"
 
 
