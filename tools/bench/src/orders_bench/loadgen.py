@@ -12,6 +12,7 @@ bottleneck.
 """
 
 import asyncio
+import faulthandler
 import json
 import sys
 import time
@@ -27,7 +28,7 @@ from .feeds import FeedKind, make_feed
 from .pacing import Schedule
 from .stats import percentile, summarize
 
-__all__ = ["LoadSpec", "run_load"]
+__all__ = ["LoadSpec", "bound_s", "run_load"]
 
 
 @dataclass
@@ -198,9 +199,32 @@ def _e2e(run: _Run, start: float, duration: float) -> dict[str, Any]:
     }
 
 
+def bound_s(spec: LoadSpec) -> float:
+    """How long a run may take at most: the runner kills the generator after that."""
+    return spec.duration + spec.grace + spec.e2e_grace + 30
+
+
+async def _watchdog(after: float) -> None:
+    """Say where a run that overstays its bound is waiting (the runner shows stderr's tail)."""
+    await asyncio.sleep(after)
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            task.print_stack(limit=8, file=sys.stderr)
+
+
+async def _run_watched(spec: LoadSpec) -> dict[str, Any]:
+    watchdog = asyncio.create_task(_watchdog(bound_s(spec) - 8))
+    try:
+        return await run_load(spec)
+    finally:
+        watchdog.cancel()
+
+
 def main() -> None:
     spec = LoadSpec(**json.loads(sys.stdin.read()))
-    result = uvloop.run(run_load(spec))
+    # A blocked event loop cannot run the watchdog: then the threads' stacks, and exit.
+    faulthandler.dump_traceback_later(bound_s(spec) - 4, exit=True)
+    result = uvloop.run(_run_watched(spec))
     sys.stdout.write(json.dumps(result) + "\n")
 
 

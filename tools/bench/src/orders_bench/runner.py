@@ -42,7 +42,7 @@ from orders_stack.stack import KAFKA_LIBS, ROOT
 from .ceilings import producer_perf, redis_benchmark
 from .feeds import FeedKind, read_stream, stream_tail
 from .kafka_load import ORDER_JSON, create_topic, event_size, preload
-from .loadgen import LoadSpec
+from .loadgen import LoadSpec, bound_s
 from .wrk import get_ids_script, get_script, post_script, run_wrk
 
 __all__ = ["Plan", "Target", "run_bench"]
@@ -157,14 +157,19 @@ class _Steps:
 
 def _loadgen(spec: LoadSpec) -> dict[str, Any]:
     """Run the fixed-rate generator in its own process; bounded in time."""
-    bound = spec.duration + spec.grace + spec.e2e_grace + 30
-    done = subprocess.run(
-        [sys.executable, "-m", "orders_bench.loadgen"],
-        input=json.dumps(asdict(spec)),
-        capture_output=True,
-        text=True,
-        timeout=bound,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "orders_bench.loadgen"],
+            input=json.dumps(asdict(spec)),
+            capture_output=True,
+            text=True,
+            timeout=bound_s(spec),
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        raise RuntimeError(
+            f"load generator overstayed {exc.timeout:.0f}s; it was waiting in: {stderr[-3000:]}"
+        ) from None
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
