@@ -5,8 +5,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 
-from orders_common.http import MAX_BODY_BYTES, envelope, health_router, install_common
+from orders_common.http import MAX_BODY_BYTES, Cors, envelope, health_router, install_common
 
 
 async def _fails() -> None:
@@ -72,6 +74,30 @@ async def test_cors_for_configured_origins(client: httpx.AsyncClient) -> None:
         "/echo", headers={"Origin": "http://shop.example", "Access-Control-Request-Method": "POST"}
     )
     assert response.headers["access-control-allow-origin"] == "http://shop.example"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Origin": "http://shop.example"}, {"Origin": "http://elsewhere.example"}],
+    ids=["no origin", "allowed origin", "foreign origin"],
+)
+@pytest.mark.parametrize("vary", [None, "Accept-Encoding"])
+async def test_cors_answers_as_starlettes_does(headers: dict[str, str], vary: str | None) -> None:
+    """`Cors` only takes a shorter path to the same headers as Starlette's CORSMiddleware."""
+    answers = []
+    for middleware in (Cors, CORSMiddleware):
+        app = FastAPI()
+        app.add_middleware(middleware, allow_origins=["http://shop.example"], expose_headers=["Location"])
+
+        @app.get("/thing")
+        async def thing() -> Response:
+            return Response(b"{}", headers={"Vary": vary} if vary else None, media_type="application/json")
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            response = await c.get("/thing", headers=headers)
+        answers.append(sorted(response.headers.multi_items()))
+    assert answers[0] == answers[1]
+    assert ("vary", f"{vary}, Origin" if vary else "Origin") in answers[0]
 
 
 async def test_readiness_names_what_is_down() -> None:

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from orders_common.models import Order
 from orders_common.models import OrderStatus as S
-from orders_common.store import START, InvalidCursor, InvalidPosition, OrderStore, position_key
+from orders_common.store import START, InvalidCursor, InvalidPosition, OrderStore, Update, position_key
 
 pytestmark = pytest.mark.redis
 
@@ -142,6 +142,42 @@ async def test_an_abandoned_event_creates_nothing_but_another_does(
     assert await store.abandon([(order.order_id, "e3")], ttl_s=60) is True  # exists: Kafka held it
 
 
+async def test_start_creates_if_need_be_and_starts_once(store: OrderStore, new_order: NewOrder) -> None:
+    written_through, not_yet = new_order(), new_order()
+    await store.create(written_through)
+    for order in (written_through, not_yet):
+        started = await store.start(order, "e1")
+        assert (started.applied, started.status, started.version) == (True, S.PROCESSING, 2)
+        history = await store.history(order.order_id)
+        assert [(h.status, h.version) for h in history] == [(S.PLACED, 1), (S.PROCESSING, 2)]
+        assert (await snapshot(store, order))[2] == {S.PROCESSING}
+        before = await snapshot(store, order)
+        again = await store.start(order, "e1")  # a replay changes nothing
+        assert (again.applied, again.status, again.version) == (False, S.PROCESSING, 2)
+        assert await snapshot(store, order) == before
+    got = await store.get(not_yet.order_id)
+    assert got is not None
+    assert got.processed_at is not None
+    assert got == not_yet.model_copy(
+        update={"status": S.PROCESSING, "version": 2, "processed_at": got.processed_at}
+    )
+
+
+async def test_start_leaves_a_cancelled_or_abandoned_order_alone(
+    store: OrderStore, new_order: NewOrder
+) -> None:
+    cancelled, abandoned = new_order(), new_order()
+    await store.create(cancelled)
+    await store.transition(cancelled.order_id, S.CANCELLED)
+    before = await snapshot(store, cancelled)
+    refused = await store.start(cancelled)
+    assert (refused.applied, refused.status, refused.version) == (False, S.CANCELLED, 2)
+    assert await snapshot(store, cancelled) == before
+    await store.abandon([(abandoned.order_id, "e1")], ttl_s=60)
+    assert (await store.start(abandoned, "e1")).abandoned
+    assert await store.get(abandoned.order_id) is None
+
+
 async def test_one_claim_per_idempotency_key(store: OrderStore, new_order: NewOrder) -> None:
     orders = [new_order() for _ in range(20)]
     claims = await asyncio.gather(*(store.claim("k-1", o, "fp", ttl_s=60) for o in orders))
@@ -170,7 +206,9 @@ async def test_abandoning_a_batch_is_all_or_nothing(store: OrderStore, new_order
 async def test_the_stream_carries_each_state_and_the_history_its_position(
     store: OrderStore, new_order: NewOrder
 ) -> None:
-    order = new_order()
+    order = new_order(
+        name="Caf\u00e9 \\u2615 / \\u00bd", price="0.10"
+    )  # cjson escapes, text back as it went in
     assert await store.updates_after(START) == []
     assert await store.updates_after("5-0") is None, "a position the stream never had"
     await store.create(order)
@@ -183,18 +221,22 @@ async def test_the_stream_carries_each_state_and_the_history_its_position(
         (S.PROCESSING, 2, order.order_id),
         (S.COMPLETED, 3, order.order_id),
     ]
-    assert updates[0].order == order, "each entry holds the order as of its transition"
-    assert updates[1].order is not None
-    assert updates[1].order.processed_at is not None
-    assert updates[1].order.completed_at is None
-    assert updates[2].order == await store.get(order.order_id)
+    # Each entry holds the order as of its transition, in exactly the model's JSON form.
+    assert updates[0].data == order.model_dump(mode="json")
+    assert updates[1].data["processedAt"] is not None
+    assert updates[1].data["completedAt"] is None
+    done = await store.get(order.order_id)
+    assert done is not None
+    assert updates[2].data == done.model_dump(mode="json")
+    bare = Update(START, "o", 7, S.PLACED, 1, None)  # an entry from before the stream carried orders
+    assert bare.data == {"orderId": "o", "userId": 7, "status": "PLACED", "version": 1}
     history = await store.history(order.order_id)
     assert [h.position for h in history] == [u.position for u in updates]
 
     later = await store.updates_after(updates[0].position, until=updates[1].position)
     assert later == updates[1:2]
     now = await store.snapshot(order.order_id)
-    assert (now.order, now.position, now.head) == (updates[2].order, updates[2].position, await store.head())
+    assert (now.order, now.position, now.head) == (done, updates[2].position, await store.head())
     unknown = await store.snapshot(new_order().order_id)
     assert (unknown.order, unknown.position) == (None, None)
 

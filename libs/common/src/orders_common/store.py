@@ -45,71 +45,104 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_RECORD = """
--- Appends the transition to the update stream, with the order as it is now (both scripts
--- pass the order hash as KEYS[1]), and to the history, with the stream entry's id.
-local function record(history, updates, maxlen, order_id, user_id, status, version, at)
-  local fields = redis.call('HGETALL', KEYS[1])
+_FUNCTIONS = """
+-- k: an order's keys {hash, history list, update stream, all-orders index, its user's index,
+-- its first status's index, its abandoned event ids}; index: status name -> that status's index.
+-- Each function returns {code, status, version}.
+
+-- Appends a transition to the update stream, with the order as it is now, and to the
+-- history, with the stream entry's id.
+local function record(k, maxlen, order_id, user_id, status, version, at)
+  local fields = redis.call('HGETALL', k[1])
   local order = {}
   for i = 1, #fields, 2 do order[fields[i]] = fields[i + 1] end
-  local position = redis.call('XADD', updates, 'MAXLEN', '~', maxlen, '*', 'orderId', order_id,
+  local position = redis.call('XADD', k[3], 'MAXLEN', '~', maxlen, '*', 'orderId', order_id,
              'userId', user_id, 'status', status, 'version', version, 'at', at,
              'order', cjson.encode(order))
-  redis.call('RPUSH', history,
+  redis.call('RPUSH', k[2],
              cjson.encode({status = status, at = at, version = version, position = position}))
+end
+
+-- Creates an order unless it exists (code 0, its current status) or the event announcing
+-- it was abandoned (code -2); fields: the hash's field/value pairs.
+local function create(k, maxlen, order_id, user_id, status, at, event_id, fields)
+  if redis.call('EXISTS', k[1]) == 1 then
+    local cur = redis.call('HMGET', k[1], 'status', 'version')
+    return {0, cur[1], tonumber(cur[2])}
+  end
+  if event_id ~= '' and redis.call('SISMEMBER', k[7], event_id) == 1 then
+    return {-2, false, 0}
+  end
+  redis.call('HSET', k[1], unpack(fields))
+  redis.call('ZADD', k[4], 0, order_id)
+  redis.call('ZADD', k[5], 0, order_id)
+  redis.call('ZADD', k[6], 0, order_id)
+  record(k, maxlen, order_id, user_id, status, 1, at)
+  return {1, status, 1}
+end
+
+-- Moves an order to target if the lifecycle allows it from its current status (sources,
+-- space separated): code 1 applied, 0 not allowed (or already applied), -1 unknown order.
+-- time_field: the hash field that records when.
+local function transition(k, index, maxlen, order_id, target, at, time_field, sources)
+  local cur = redis.call('HMGET', k[1], 'status', 'version', 'userId')
+  local status, version = cur[1], tonumber(cur[2])
+  if not status then return {-1, false, 0} end
+  if not string.find(' ' .. sources .. ' ', ' ' .. status .. ' ', 1, true) then
+    return {0, status, version}
+  end
+  version = version + 1
+  redis.call('HSET', k[1], 'status', target, 'version', version, time_field, at)
+  redis.call('ZREM', index[status], order_id)
+  redis.call('ZADD', index[target], 0, order_id)
+  record(k, maxlen, order_id, cur[3], target, version, at)
+  return {1, target, version}
+end
+
+-- The status indexes: KEYS from `first` on, named in the same order by ARGV from `names` on.
+local function indexes(first, names, count)
+  local index = {}
+  for i = 0, count - 1 do index[ARGV[names + i]] = KEYS[first + i] end
+  return index
 end
 """
 
 CREATE_SCRIPT = (
-    _RECORD
+    _FUNCTIONS
     + """
--- Create an order unless it exists, or unless the event announcing it was abandoned.
--- KEYS[1] order hash, KEYS[2] history list, KEYS[3] update stream,
--- KEYS[4] all-orders index, KEYS[5] the user's index, KEYS[6] the status index,
--- KEYS[7] the order's abandoned event ids
--- ARGV[1] orderId, ARGV[2] userId, ARGV[3] status, ARGV[4] time, ARGV[5] stream cap,
--- ARGV[6] the id of the event announcing the order ('' when none),
--- ARGV[7..] the order's field/value pairs
--- Returns {1 created, 0 already there or -2 abandoned; status; version}.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local cur = redis.call('HMGET', KEYS[1], 'status', 'version')
-  return {0, cur[1], tonumber(cur[2])}
-end
-if ARGV[6] ~= '' and redis.call('SISMEMBER', KEYS[7], ARGV[6]) == 1 then
-  return {-2, false, 0}
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('ZADD', KEYS[4], 0, ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[1])
-redis.call('ZADD', KEYS[6], 0, ARGV[1])
-record(KEYS[2], KEYS[3], ARGV[5], ARGV[1], ARGV[2], ARGV[3], 1, ARGV[4])
-return {1, ARGV[3], 1}
+-- KEYS[1..7] the order's keys (see k above)
+-- ARGV[1] stream cap, ARGV[2] orderId, ARGV[3] userId, ARGV[4] status, ARGV[5] time,
+-- ARGV[6] the id of the event announcing the order ('' when none), ARGV[7..] field/value pairs
+return create(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], {unpack(ARGV, 7)})
 """
 )
 
 TRANSITION_SCRIPT = (
-    _RECORD
+    _FUNCTIONS
     + """
--- Move an order to a status if the lifecycle allows it from the current one.
--- KEYS[1] order hash, KEYS[2] history list, KEYS[3] update stream,
--- KEYS[4..] the status indexes, named in the same order by ARGV[7..]
--- ARGV[1] orderId, ARGV[2] target status, ARGV[3] time, ARGV[4] stream cap,
--- ARGV[5] the hash field that records the time, ARGV[6] allowed sources, space separated
--- Returns {1 applied, 0 not allowed (or already applied), -1 unknown order; status; version}.
-local cur = redis.call('HMGET', KEYS[1], 'status', 'version', 'userId')
-local status, version = cur[1], tonumber(cur[2])
-if not status then return {-1, false, 0} end
-if not string.find(' ' .. ARGV[6] .. ' ', ' ' .. status .. ' ', 1, true) then
-  return {0, status, version}
-end
-local index = {}
-for i = 7, #ARGV do index[ARGV[i]] = KEYS[i - 3] end
-version = version + 1
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'version', version, ARGV[5], ARGV[3])
-redis.call('ZREM', index[status], ARGV[1])
-redis.call('ZADD', index[ARGV[2]], 0, ARGV[1])
-record(KEYS[2], KEYS[3], ARGV[4], ARGV[1], cur[3], ARGV[2], version, ARGV[3])
-return {1, ARGV[2], version}
+-- KEYS[1] order hash, KEYS[2] history list, KEYS[3] update stream, KEYS[4..] status indexes
+-- ARGV[1] stream cap, ARGV[2] orderId, ARGV[3] target status, ARGV[4] time,
+-- ARGV[5] the hash field that records the time, ARGV[6] allowed sources, space separated,
+-- ARGV[7..] the statuses the indexes are of
+local index = indexes(4, 7, #KEYS - 3)
+return transition(KEYS, index, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+"""
+)
+
+START_SCRIPT = (
+    _FUNCTIONS
+    + """
+-- The processor's first step on an order, one round trip: create it unless it is there
+-- (normally it is: the api writes it through), then start it (PLACED -> PROCESSING).
+-- KEYS[1..7] the order's keys, KEYS[8..] status indexes
+-- ARGV[1..6] as the create script's, ARGV[7] target status, ARGV[8] time, ARGV[9] time field,
+-- ARGV[10] allowed sources, ARGV[11..] the statuses the indexes are of, then field/value pairs
+-- Returns {-2, false, 0} for an abandoned event, else what the transition returns.
+local count = #KEYS - 7
+local created = create(KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+                       {unpack(ARGV, 11 + count)})
+if created[1] == -2 then return created end
+return transition(KEYS, indexes(8, 11, count), ARGV[1], ARGV[2], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 """
 )
 
@@ -200,15 +233,29 @@ class Update:
     user_id: int
     status: OrderStatus
     version: int
-    order: Order | None
-    """None only for entries written before the stream carried the order."""
+    order_text: str | None
+    """The order's hash right after the transition, as JSON text (read it as `data`); None
+    only for entries written before the stream carried the order."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The order in the API's JSON form as of this transition (the transition's own
+        fields only, for an entry without the order). Decoded when asked: a hub that
+        nobody listens to reads every entry but decodes none."""
+        if self.order_text:
+            return order_json(orjson.loads(self.order_text))
+        return {
+            "orderId": self.order_id,
+            "userId": self.user_id,
+            "status": self.status,
+            "version": self.version,
+        }
 
 
 def _updates(entries: list[tuple[str, dict[str, str]]]) -> list[Update]:
     """Stream entries as updates; an entry that is not a transition is skipped, with a warning."""
     updates = []
     for position, fields in entries:
-        raw = fields.get("order")
         try:
             updates.append(
                 Update(
@@ -217,7 +264,7 @@ def _updates(entries: list[tuple[str, dict[str, str]]]) -> list[Update]:
                     int(fields["userId"]),
                     OrderStatus(fields["status"]),
                     int(fields["version"]),
-                    Order.model_validate_json(raw) if raw else None,
+                    fields.get("order"),
                 )
             )
         except (KeyError, ValueError) as exc:
@@ -291,6 +338,8 @@ class OrderStore:
         self._maxlen = stream_maxlen
         self._create = redis.register_script(CREATE_SCRIPT)
         self._transition = redis.register_script(TRANSITION_SCRIPT)
+        self._start = redis.register_script(START_SCRIPT)
+        self._status_keys = [keys.by_status(status) for status in _STATUSES]
         self._abandon = redis.register_script(ABANDON_SCRIPT)
         self._page = redis.register_script(PAGE_SCRIPT)
         self._claim = redis.register_script(CLAIM_SCRIPT)
@@ -330,43 +379,55 @@ class OrderStore:
 
         `data`: each order's `model_dump(mode="json")`, when the caller has it already.
         """
-        k = self.keys
         runs = []
         for n, (order, event_id) in enumerate(orders):
-            fields = order.model_dump(mode="json") if data is None else data[n]
-            keys = [
-                k.order(order.order_id),
-                k.history(order.order_id),
-                k.updates,
-                k.all_orders,
-                k.by_user(order.user_id),
-                k.by_status(order.status),
-                k.abandoned(order.order_id),
-            ]
-            args = [
-                order.order_id,
-                order.user_id,
-                order.status.value,
-                order.created_at,
-                self._maxlen,
-                event_id,
-                *(str(item) for name, value in fields.items() if value is not None for item in (name, value)),
-            ]
-            runs.append(self._scripts.run(self._create, keys, args))
+            keys, args, fields = self._creation(order, event_id, None if data is None else data[n])
+            runs.append(self._scripts.run(self._create, keys, [*args, *fields]))
         return [_result(raw) for raw in await asyncio.gather(*runs)]
+
+    async def start(self, order: Order, event_id: str = "") -> TransitionResult:
+        """`create`, then PLACED -> PROCESSING, as one atomic step and one round trip.
+
+        The result is the transition's: applied when the order started now; else
+        its status (PROCESSING or later, or CANCELLED), or `abandoned`.
+        """
+        keys, args, fields = self._creation(order, event_id, None)
+        target = OrderStatus.PROCESSING
+        raw = await self._scripts.run(
+            self._start,
+            [*keys, *self._status_keys],
+            [*args, target.value, utc_now(), *_TRANSITION_ARGS[target], *fields],
+        )
+        return _result(raw)
+
+    def _creation(
+        self, order: Order, event_id: str, fields: dict[str, Any] | None
+    ) -> tuple[list[str], list[Any], list[str]]:
+        """The create script's keys, its fixed arguments and the order's field/value pairs."""
+        k = self.keys
+        order_id = order.order_id
+        keys = [
+            k.order(order_id),
+            k.history(order_id),
+            k.updates,
+            k.all_orders,
+            k.by_user(order.user_id),
+            k.by_status(order.status),
+            k.abandoned(order_id),
+        ]
+        args = [self._maxlen, order_id, order.user_id, order.status.value, order.created_at, event_id]
+        if fields is None:
+            fields = order.model_dump(mode="json")
+        pairs = [str(item) for name, value in fields.items() if value is not None for item in (name, value)]
+        return keys, args, pairs
 
     async def transition(self, order_id: str, target: OrderStatus, at: str | None = None) -> TransitionResult:
         """Move an order to `target` if the lifecycle allows it; otherwise change nothing."""
         k = self.keys
         raw = await self._scripts.run(
             self._transition,
-            [
-                k.order(order_id),
-                k.history(order_id),
-                k.updates,
-                *(k.by_status(s) for s in _STATUSES),
-            ],
-            args=[order_id, target.value, at or utc_now(), self._maxlen, *_TRANSITION_ARGS[target]],
+            [k.order(order_id), k.history(order_id), k.updates, *self._status_keys],
+            [self._maxlen, order_id, target.value, at or utc_now(), *_TRANSITION_ARGS[target]],
         )
         return _result(raw)
 

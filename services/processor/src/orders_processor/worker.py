@@ -1,7 +1,8 @@
 """The consumer-group worker.
 
-For every `order.placed` event it writes PLACED, then PROCESSING, waits the
-processing delay and writes COMPLETED, each transition one atomic Redis script.
+For every `order.placed` event it writes PLACED (unless the api wrote it through
+already) and PROCESSING in one atomic Redis script, waits the processing delay
+and writes COMPLETED in another: two round trips an order.
 An order the api cancelled meanwhile stays CANCELLED; an event the api
 answered 503 for (abandoned) creates nothing; `order.cancelled` events replay
 the api's cancellation idempotently.
@@ -232,14 +233,12 @@ class Worker:
         event the api abandoned (answered 503 for) creates nothing.
         """
         store = self._store
-        created = await store.create(order, event_id)
-        if created.abandoned:
+        started = await store.start(order, event_id)  # created if need be, and PROCESSING
+        if started.abandoned:
             log.info("order %s: event %s was answered 503 by the api; ignored", order.order_id, event_id)
             self.metrics.abandoned += 1
             return
-        status = created.status
-        if status is OrderStatus.PLACED:
-            status = (await store.transition(order.order_id, OrderStatus.PROCESSING)).status
+        status = started.status
         if status is OrderStatus.PROCESSING:
             if self._delay:
                 await asyncio.sleep(self._delay)

@@ -50,23 +50,13 @@ def _frame(position: str, name: str, data: object) -> bytes:
 
 
 def to_event(update: Update) -> Event:
-    data = (
-        update.order.model_dump(mode="json")
-        if update.order
-        else {
-            "orderId": update.order_id,
-            "userId": update.user_id,
-            "status": update.status,
-            "version": update.version,
-        }
-    )
     return Event(
         update.position,
         position_key(update.position),
         update.order_id,
         update.user_id,
         update.status,
-        _frame(update.position, update.status, data),
+        _frame(update.position, update.status, update.data),
     )
 
 
