@@ -4,11 +4,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Connection, ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from orders_common.batching import ScriptBatcher
+from orders_common.batching import ScriptBatcher, pack_with_hiredis
+from orders_stack import Infra
 
 pytestmark = pytest.mark.redis
 
@@ -73,3 +74,29 @@ async def test_no_connection_fails_every_run_it_would_carry() -> None:
     )
     assert all(isinstance(outcome, RedisConnectionError) for outcome in outcomes)
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("HGETALL", "orders:order:1"),
+        ("EVALSHA", "ab" * 20, 2, "k1", "k2", 100_000, "Café ☕", b"\x00raw", -5),
+        ("CLIENT SETINFO", "LIB-NAME", "redis-py"),
+        ("SET", "k", "x" * 100_000),
+    ],
+)
+def test_hiredis_packs_the_bytes_redis_py_would(command: tuple[Any, ...]) -> None:
+    ours = pack_with_hiredis(ConnectionPool()).connection_class()
+    assert isinstance(ours, Connection)
+    assert b"".join(ours.pack_command(*command)) == b"".join(Connection().pack_command(*command))
+
+
+async def test_hiredis_packing_round_trips_text(infra: Infra, unique: str) -> None:
+    pool = pack_with_hiredis(ConnectionPool.from_url(infra.redis_url, decode_responses=True))
+    client = Redis.from_pool(pool)
+    try:
+        await client.hset(unique, mapping={"name": "Café ☕ / ½", "n": 7})
+        assert await client.hgetall(unique) == {"name": "Café ☕ / ½", "n": "7"}
+    finally:
+        await client.delete(unique)
+        await client.aclose()

@@ -16,12 +16,14 @@ in one pipeline are not atomic together, each script is atomic by itself.
 import asyncio
 from typing import Any
 
-from redis.asyncio import Redis
+import hiredis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-__all__ = ["ScriptBatcher"]
+__all__ = ["ScriptBatcher", "pack_with_hiredis"]
 
 _LOST = (OSError, RuntimeError, asyncio.IncompleteReadError)
 """What a connection torn down under a command raises besides redis-py's own errors."""
@@ -116,3 +118,20 @@ class ScriptBatcher:
 
 def _no_script(result: object) -> bool:
     return isinstance(result, NoScriptError)
+
+
+class _HiredisPacking(AbstractConnection):
+    """Commands packed by hiredis (C) instead of redis-py's asyncio connection (Python):
+    the same bytes, at a fraction of the cost for scripts with many arguments."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # "CLIENT SETINFO", as redis-py splits it
+            args = (*args[0].split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+def pack_with_hiredis(pool: ConnectionPool) -> ConnectionPool:
+    """Make the connections `pool` opens from now on pack commands with hiredis."""
+    base = pool.connection_class
+    pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+    return pool

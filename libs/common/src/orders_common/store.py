@@ -24,7 +24,7 @@ from typing import Any, cast
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from .batching import ScriptBatcher
+from .batching import ScriptBatcher, pack_with_hiredis
 from .keys import Keys
 from .lifecycle import ALLOWED_FROM, TIME_FIELD
 from .models import HistoryEntry, Order, OrderStatus, order_json, utc_now
@@ -360,7 +360,7 @@ class OrderStore:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
         )
-        redis = Redis.from_pool(pool)
+        redis = Redis.from_pool(pack_with_hiredis(pool))
         return cls(redis, Keys(settings.redis_key_prefix), settings.redis_stream_maxlen)
 
     async def create(self, order: Order, event_id: str = "") -> TransitionResult:
