@@ -230,6 +230,8 @@ async def test_the_stream_carries_each_state_and_the_history_its_position(
     assert updates[2].data == done.model_dump(mode="json")
     bare = Update(START, "o", 7, S.PLACED, 1, None)  # an entry from before the stream carried orders
     assert bare.data == {"orderId": "o", "userId": 7, "status": "PLACED", "version": 1}
+    for unreadable in ("not json", "[1]", '{"userId": "seven"}'):  # never from our scripts
+        assert Update(START, "o", 7, S.PLACED, 1, unreadable).data == bare.data
     history = await store.history(order.order_id)
     assert [h.position for h in history] == [u.position for u in updates]
 

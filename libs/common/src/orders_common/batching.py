@@ -133,5 +133,7 @@ class _HiredisPacking(AbstractConnection):
 def pack_with_hiredis(pool: ConnectionPool) -> ConnectionPool:
     """Make the connections `pool` opens from now on pack commands with hiredis."""
     base = pool.connection_class
+    if issubclass(base, _HiredisPacking):
+        return pool
     pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
     return pool

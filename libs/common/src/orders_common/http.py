@@ -215,7 +215,7 @@ class Cors(CORSMiddleware):
 
         async def vary(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
+                headers = list(message.get("headers", ()))
                 if any(name.lower() == b"vary" for name, _ in headers):
                     merged = MutableHeaders(raw=list(headers))
                     merged["Vary"] = ", ".join([*merged.getlist("Vary"), "Origin"])

@@ -240,10 +240,14 @@ class Update:
     @property
     def data(self) -> dict[str, Any]:
         """The order in the API's JSON form as of this transition (the transition's own
-        fields only, for an entry without the order). Decoded when asked: a hub that
-        nobody listens to reads every entry but decodes none."""
+        fields only, for an entry without the order, or whose order cannot be read: only
+        our scripts write the stream, so never). Decoded when asked: a hub that nobody
+        listens to reads every entry but decodes none."""
         if self.order_text:
-            return order_json(orjson.loads(self.order_text))
+            try:
+                return order_json(orjson.loads(self.order_text))
+            except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, bad field
+                log.warning("update %s carries an unreadable order (sent without it): %r", self.position, exc)
         return {
             "orderId": self.order_id,
             "userId": self.user_id,

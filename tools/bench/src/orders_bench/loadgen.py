@@ -14,6 +14,7 @@ bottleneck.
 import asyncio
 import faulthandler
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from .feeds import FeedKind, make_feed
 from .pacing import Schedule
 from .stats import percentile, summarize
 
-__all__ = ["LoadSpec", "bound_s", "run_load"]
+__all__ = ["STUCK_EXIT", "LoadSpec", "bound_s", "run_load"]
 
 
 @dataclass
@@ -204,12 +205,29 @@ def bound_s(spec: LoadSpec) -> float:
     return spec.duration + spec.grace + spec.e2e_grace + 30
 
 
+STUCK_EXIT = 3
+"""The generator's exit status when its watchdog found it still running near the bound."""
+
+
+def _awaiting(task: "asyncio.Task[Any]") -> str:
+    """Where a task waits: its coroutine chain, outermost first (Task.print_stack shows only the top)."""
+    frames = []
+    coro: Any = task.get_coro()
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frame = coro.cr_frame
+        frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = coro.cr_await
+    return f"{task.get_name()}: " + " -> ".join(frames or [repr(coro)])
+
+
 async def _watchdog(after: float) -> None:
-    """Say where a run that overstays its bound is waiting (the runner shows stderr's tail)."""
+    """Say where a run that overstays its bound is waiting, then end it (exit STUCK_EXIT)."""
     await asyncio.sleep(after)
-    for task in asyncio.all_tasks():
-        if task is not asyncio.current_task():
-            task.print_stack(limit=8, file=sys.stderr)
+    faulthandler.cancel_dump_traceback_later()  # the loop runs: its tasks tell more than threads
+    tasks = [_awaiting(t) for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    sys.stderr.write("still running; tasks wait in:\n" + "\n".join(tasks[:20]) + "\n")
+    sys.stderr.flush()
+    os._exit(STUCK_EXIT)
 
 
 async def _run_watched(spec: LoadSpec) -> dict[str, Any]:
@@ -222,7 +240,7 @@ async def _run_watched(spec: LoadSpec) -> dict[str, Any]:
 
 def main() -> None:
     spec = LoadSpec(**json.loads(sys.stdin.read()))
-    # A blocked event loop cannot run the watchdog: then the threads' stacks, and exit.
+    # A blocked event loop cannot run the watchdog: then the threads' stacks, and exit 1.
     faulthandler.dump_traceback_later(bound_s(spec) - 4, exit=True)
     result = uvloop.run(_run_watched(spec))
     sys.stdout.write(json.dumps(result) + "\n")

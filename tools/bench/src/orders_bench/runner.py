@@ -42,7 +42,7 @@ from orders_stack.stack import KAFKA_LIBS, ROOT
 from .ceilings import producer_perf, redis_benchmark
 from .feeds import FeedKind, read_stream, stream_tail
 from .kafka_load import ORDER_JSON, create_topic, event_size, preload
-from .loadgen import LoadSpec, bound_s
+from .loadgen import STUCK_EXIT, LoadSpec, bound_s
 from .wrk import get_ids_script, get_script, post_script, run_wrk
 
 __all__ = ["Plan", "Target", "run_bench"]
@@ -170,6 +170,8 @@ def _loadgen(spec: LoadSpec) -> dict[str, Any]:
         raise RuntimeError(
             f"load generator overstayed {exc.timeout:.0f}s; it was waiting in: {stderr[-3000:]}"
         ) from None
+    if done.returncode == STUCK_EXIT:
+        raise RuntimeError(f"load generator stuck near its {bound_s(spec):.0f}s bound: {done.stderr[-4000:]}")
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
