@@ -4,11 +4,21 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from orders_common.http import MAX_BODY_BYTES, Cors, envelope, health_router, install_common
+from orders_common.http import (
+    MAX_BODY_BYTES,
+    Cors,
+    DirectRoute,
+    direct,
+    envelope,
+    health_router,
+    install_common,
+)
 
 
 async def _fails() -> None:
@@ -111,3 +121,66 @@ async def test_readiness_names_what_is_down() -> None:
     assert ready.status_code == 503
     assert ready.json()["data"]["good"] == "ok"
     assert ready.json()["data"]["bad"].startswith("down")
+
+
+def _things_app() -> FastAPI:
+    """Direct and regular routes that overlap, to check the direct path picks what the router would."""
+    app = FastAPI()
+    install_common(app, cors_origins="http://shop.example")
+
+    @app.get("/things/special")
+    async def special() -> object:
+        return envelope("regular", "special")
+
+    @app.post("/things/{thing}")
+    async def post_thing(thing: str) -> object:
+        return envelope("regular post", thing)
+
+    included = APIRouter()
+
+    @included.get("/things/included")
+    async def from_a_router() -> object:
+        return envelope("regular", "included")
+
+    app.include_router(included)
+
+    @direct(app, "GET", "/things/{thingId}")
+    async def thing(request: Request) -> Response:
+        thing_id = request.path_params["thingId"]
+        if thing_id == "missing":
+            raise HTTPException(404, "no such thing")
+        if thing_id == "down":
+            raise RedisConnectionError("gone")
+        if thing_id == "bug":
+            raise RuntimeError("bug")
+        return envelope("direct", thing_id)
+
+    for route in app.router.routes:
+        if isinstance(route, DirectRoute):
+
+            async def not_through_the_router(*_: object) -> None:
+                raise AssertionError("a direct route went through the router")
+
+            route.handle = not_through_the_router  # type: ignore[method-assign,assignment]
+    return app
+
+
+async def test_direct_routes_answer_as_the_router_would() -> None:
+    transport = httpx.ASGITransport(app=_things_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        direct_answer = await c.get("/things/abc")
+        assert (direct_answer.status_code, direct_answer.json()["message"]) == (200, "direct")
+        assert direct_answer.json()["data"] == "abc"
+        assert direct_answer.headers["vary"] == "Origin", "CORS still applies"
+        assert (await c.get("/things/special")).json()["data"] == "special", "an earlier route wins"
+        assert (await c.get("/things/included")).json()["data"] == "included", "an included router's"
+        assert (await c.post("/things/abc")).json()["message"] == "regular post", "another method"
+        assert (await c.put("/things/abc")).status_code == 405
+        missing = await c.get("/things/missing")
+        assert (missing.status_code, missing.json()["message"]) == (404, "no such thing")
+        down = await c.get("/things/down")
+        assert (down.status_code, down.headers["retry-after"]) == (503, "1")
+        bug = await c.get("/things/bug")
+        assert (bug.status_code, bug.json()["message"]) == (500, "Internal server error")
+        cors = await c.get("/things/abc", headers={"Origin": "http://shop.example"})
+        assert cors.headers["access-control-allow-origin"] == "http://shop.example"

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any, cast
@@ -17,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .models import ErrorEnvelope, utc_now
@@ -28,6 +30,8 @@ __all__ = [
     "BodySizeLimit",
     "Check",
     "Cors",
+    "DirectRoute",
+    "DirectRoutes",
     "OrderIdPath",
     "direct",
     "envelope",
@@ -200,6 +204,88 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
+_Earlier = tuple[list[re.Pattern[str]], list[BaseRoute]]
+"""What the router would try before a direct route: paths of plain routes (of the same
+method), and other routes (mounts, included routers) that are asked as the router asks."""
+
+
+class DirectRoutes:
+    """Serves the app's `DirectRoute`s from the middleware stack, without the router.
+
+    Starlette finds a route by asking every route in turn, then FastAPI wraps the
+    call in its exception middleware and an exit stack: on a hot path that costs more
+    than the endpoint. Installed innermost, inside CORS and the body limit, which
+    still apply. A request goes to a direct route only when the router would have
+    chosen it too: no route registered before it takes the path and method; anything
+    else goes on to the router. An endpoint's exception goes to the app's handler for
+    it, as Starlette's exception middleware would send it; one without a handler (a
+    bug) goes on up to the app's handler for `Exception`, the 500.
+    """
+
+    def __init__(self, app: ASGIApp, fastapi: FastAPI) -> None:
+        self.app = app
+        self.fastapi = fastapi
+        self._table: dict[str, list[tuple[DirectRoute, _Earlier]]] | None = None
+
+    def _routes(self) -> dict[str, list[tuple[DirectRoute, _Earlier]]]:
+        """Per method, each direct route with what the router would try first (built at the
+        first request: routes are added after the middleware)."""
+        if self._table is None:
+            table: dict[str, list[tuple[DirectRoute, _Earlier]]] = {}
+            routes = self.fastapi.router.routes
+            for n, route in enumerate(routes):
+                if not isinstance(route, DirectRoute):
+                    continue
+                for method in route.methods or ():
+                    paths = [
+                        other.path_regex
+                        for other in routes[:n]
+                        if isinstance(other, Route) and (other.methods is None or method in other.methods)
+                    ]
+                    others = [o for o in routes[:n] if not isinstance(o, Route | WebSocketRoute)]
+                    table.setdefault(method, []).append((route, (paths, others)))
+            self._table = table
+        return self._table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            path = scope["path"]
+            for route, (paths, others) in self._routes().get(scope["method"], ()):
+                match = route.path_regex.match(path)
+                if match is None:
+                    continue
+                if any(p.match(path) for p in paths) or any(
+                    o.matches(scope)[0] is Match.FULL for o in others
+                ):
+                    break  # the router picks another route: let it
+                scope["path_params"] = {
+                    key: route.param_convertors[key].convert(value)
+                    for key, value in match.groupdict().items()
+                }
+                scope["endpoint"] = route.endpoint
+                scope["route"] = route
+                request = Request(scope, receive, send)
+                try:
+                    response = await route.endpoint(request)
+                except Exception as exc:
+                    handler = self._handler(exc)
+                    if handler is None:
+                        raise
+                    response = await handler(request, exc)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]] | None:
+        handlers: Mapping[Any, Any] = self.fastapi.exception_handlers
+        if isinstance(exc, HTTPException) and exc.status_code in handlers:
+            return cast(Callable[[Request, Exception], Awaitable[Response]], handlers[exc.status_code])
+        for cls in type(exc).__mro__:
+            if cls in handlers and cls not in (Exception, BaseException):
+                return cast(Callable[[Request, Exception], Awaitable[Response]], handlers[cls])
+        return None
+
+
 _VARY_ORIGIN = (b"vary", b"Origin")
 
 
@@ -254,6 +340,7 @@ def install_common(
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return envelope("Internal server error", status_code=500)
 
+    app.add_middleware(DirectRoutes, fastapi=app)  # the first added is the innermost
     app.add_middleware(BodySizeLimit, limits=body_limits)
     origins = [o.strip() for o in cors_origins.split(",") if o.strip()]
     if origins:
