@@ -204,9 +204,19 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-_Earlier = tuple[list[re.Pattern[str]], list[BaseRoute]]
-"""What the router would try before a direct route: paths of plain routes (of the same
-method), and other routes (mounts, included routers) that are asked as the router asks."""
+_Earlier = tuple[re.Pattern[str] | None, list[BaseRoute]]
+"""What the router would try before a direct route: one pattern for the paths of the plain
+routes (of the same method), and other routes (mounts, included routers) that are asked as
+the router asks (register those after the direct routes: asking them costs)."""
+
+_GROUP = re.compile(r"\(\?P<\w+>")
+
+
+def _any_of(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One pattern matching what any of `patterns` (Starlette's route patterns) matches."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{_GROUP.sub('(?:', p.pattern)})" for p in patterns))
 
 
 class DirectRoutes:
@@ -243,7 +253,7 @@ class DirectRoutes:
                         if isinstance(other, Route) and (other.methods is None or method in other.methods)
                     ]
                     others = [o for o in routes[:n] if not isinstance(o, Route | WebSocketRoute)]
-                    table.setdefault(method, []).append((route, (paths, others)))
+                    table.setdefault(method, []).append((route, (_any_of(paths), others)))
             self._table = table
         return self._table
 
@@ -254,9 +264,7 @@ class DirectRoutes:
                 match = route.path_regex.match(path)
                 if match is None:
                     continue
-                if any(p.match(path) for p in paths) or any(
-                    o.matches(scope)[0] is Match.FULL for o in others
-                ):
+                if (paths and paths.match(path)) or any(o.matches(scope)[0] is Match.FULL for o in others):
                     break  # the router picks another route: let it
                 scope["path_params"] = {
                     key: route.param_convertors[key].convert(value)

@@ -233,15 +233,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def redis_ping() -> None:
         await app.state.store.redis.ping()
 
-    app.include_router(health_router({"redis": redis_ping}))
-
     index_page = (_DASHBOARD / "index.html").read_text()
     dashboard_page = (
         (_DASHBOARD / "dashboard.html")
         .read_text()
         .replace("{{API_URL}}", html.escape(settings.api_public_url.rstrip("/"), quote=True))
     )
-    app.mount("/dashboard/assets", StaticFiles(packages=[("orders_query", "dashboard")]), name="assets")
 
     @app.get("/", include_in_schema=False)
     async def root() -> HTMLResponse:
@@ -457,5 +454,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if order is None:
             raise HTTPException(404, f"Order {order_id} not found")
         return envelope("Order found", order)
+
+    # Last: routes the router tries before a direct route would cost every request to it.
+    app.include_router(health_router({"redis": redis_ping}))
+    app.mount("/dashboard/assets", StaticFiles(packages=[("orders_query", "dashboard")]), name="assets")
 
     return app
