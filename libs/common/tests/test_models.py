@@ -126,6 +126,7 @@ def test_largest_amounts_stay_exact_as_json_numbers() -> None:
 def test_order_ids_are_uuid7_and_sort_by_creation() -> None:
     ids = [new_order_id() for _ in range(200)]
     assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert all(str(uuid.UUID(i)) == i for i in ids), "the canonical text form"
     assert len(set(ids)) == 200
     assert ids == sorted(ids)  # strictly increasing within a process, even in one millisecond
     created_ms = uuid.UUID(ids[0]).int >> 80

@@ -400,6 +400,8 @@ class OrderStore:
         for n, (order, event_id) in enumerate(orders):
             keys, args, fields = self._creation(order, event_id, None if data is None else data[n])
             runs.append(self._scripts.run(self._create, keys, [*args, *fields]))
+        if len(runs) == 1:  # the api's usual call: no gathering for one
+            return [_result(await runs[0])]
         return [_result(raw) for raw in await asyncio.gather(*runs)]
 
     async def start(self, order: Order, event_id: str = "") -> TransitionResult:
