@@ -1,11 +1,12 @@
 """Running a service's HTTP app: one uvicorn configuration for all of them."""
 
+import gc
 import logging
 from typing import Protocol
 
 import uvicorn
 
-__all__ = ["configure_logging", "serve"]
+__all__ = ["configure_logging", "freeze_startup_heap", "serve"]
 
 
 class ServedSettings(Protocol):
@@ -20,6 +21,15 @@ class ServedSettings(Protocol):
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def freeze_startup_heap() -> None:
+    """Leave what start-up allocated (modules, the app, clients) out of every later garbage
+    collection: full collections then scan only what work creates. Measured at 500 orders/s:
+    full collections of 34-58 ms in the api, processor and query, each one a stall that
+    showed as end-to-end tail latency. Call once a service has started."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve(factory: str, settings: ServedSettings, port: int, workers: int = 1) -> None:

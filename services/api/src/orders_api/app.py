@@ -54,6 +54,7 @@ from orders_common.models import (
     OrderStatus,
     new_order_id,
 )
+from orders_common.serving import freeze_startup_heap
 from orders_common.store import OrderStore
 
 from .publisher import KafkaUnavailable, Publisher
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await publisher.start()
+        freeze_startup_heap()
         try:
             yield
         finally:

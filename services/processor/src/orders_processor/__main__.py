@@ -7,7 +7,7 @@ import signal
 import uvicorn
 import uvloop
 
-from orders_common.serving import configure_logging
+from orders_common.serving import configure_logging, freeze_startup_heap
 from orders_common.store import OrderStore
 
 from .health import HealthServer, create_health_app
@@ -45,6 +45,7 @@ async def run(settings: Settings) -> None:
             settings.kafka_orders_topic,
             settings.processing_delay_ms,
         )
+        freeze_startup_heap()
         await worker.run(stopping)
     finally:
         health.should_exit = True

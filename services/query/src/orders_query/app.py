@@ -39,6 +39,7 @@ from orders_common.models import (
     Order,
     OrderStatus,
 )
+from orders_common.serving import freeze_startup_heap
 from orders_common.store import START, InvalidCursor, InvalidPosition, OrderStore, position_key
 
 from .live import Event, Hub, LiveStream, snapshot_frame
@@ -214,6 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             OrderStore(reader, Keys(settings.redis_key_prefix)), buffer=settings.sse_client_buffer
         )
         await hub.start()
+        freeze_startup_heap()
         try:
             yield
         finally:
