@@ -59,7 +59,7 @@ def test_ratios_use_the_best_bare_configuration() -> None:
     assert ingest["ceiling_name"] == "bare FastAPI, 2 worker(s)"
     assert ingest["ratio"] == 0.925
     assert figures["processor, delay 200 ms, vs the tutorial's design"]["ratio"] == 500.0
-    assert figures["processor, delay 200 ms, backlog drain"]["ceiling"] == 15000.0  # slowest op / 3
+    assert figures["processor, delay 200 ms, backlog drain"]["ceiling"] == 22500.0  # slowest op / 2
     assert figures["end to end, delay 0: highest sustained rate"]["value"] == 499
 
 
