@@ -184,3 +184,40 @@ async def test_direct_routes_answer_as_the_router_would() -> None:
         assert (bug.status_code, bug.json()["message"]) == (500, "Internal server error")
         cors = await c.get("/things/abc", headers={"Origin": "http://shop.example"})
         assert cors.headers["access-control-allow-origin"] == "http://shop.example"
+
+
+class _Teapot(Exception):
+    pass
+
+
+def _teapot(request: Request, exc: Exception) -> Response:
+    return Response(b"teapot", 418)  # a plain function handler: Starlette runs it in a thread
+
+
+async def test_direct_routes_with_plain_handlers_and_routes_added_later() -> None:
+    app = _things_app()
+    app.add_exception_handler(_Teapot, _teapot)
+
+    @direct(app, "GET", "/tea/{cup}")
+    async def tea(request: Request) -> Response:
+        raise _Teapot
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/tea/green")).status_code == 418
+        assert (await c.get("/things/later")).json()["message"] == "direct"
+
+        @app.get("/things/later")
+        async def later() -> object:
+            return envelope("regular", "later")
+
+        app.router.routes.insert(0, app.router.routes.pop())  # now before the direct route
+        assert (await c.get("/things/later")).json()["message"] == "regular"
+
+
+def test_a_direct_endpoint_must_be_async() -> None:
+    def blocking(request: Request) -> Response:
+        return Response()
+
+    with pytest.raises(TypeError, match="must be async"):
+        direct(FastAPI(), "GET", "/x")(blocking)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -122,6 +123,8 @@ def direct(app: FastAPI, method: str, path: str, **options: Any) -> Callable[[En
     """`@direct(app, "POST", "/path", summary=...)`: like `@app.post`, as a `DirectRoute`."""
 
     def register(endpoint: Endpoint) -> Endpoint:
+        if not asyncio.iscoroutinefunction(endpoint):
+            raise TypeError(f"{endpoint.__name__}: a direct route's endpoint must be async")
         app.router.add_api_route(
             path, endpoint, methods=[method], route_class_override=DirectRoute, **options
         )
@@ -236,13 +239,16 @@ class DirectRoutes:
         self.app = app
         self.fastapi = fastapi
         self._table: dict[str, list[tuple[DirectRoute, _Earlier]]] | None = None
+        self._built_for = 0
 
     def _routes(self) -> dict[str, list[tuple[DirectRoute, _Earlier]]]:
         """Per method, each direct route with what the router would try first (built at the
-        first request: routes are added after the middleware)."""
-        if self._table is None:
+        first request, as routes are added after the middleware, and again when their number
+        changes; a route replaced in place is not noticed)."""
+        routes = self.fastapi.router.routes
+        if self._table is None or self._built_for != len(routes):  # routes added or removed
+            self._built_for = len(routes)
             table: dict[str, list[tuple[DirectRoute, _Earlier]]] = {}
-            routes = self.fastapi.router.routes
             for n, route in enumerate(routes):
                 if not isinstance(route, DirectRoute):
                     continue
@@ -250,7 +256,7 @@ class DirectRoutes:
                     paths = [
                         other.path_regex
                         for other in routes[:n]
-                        if isinstance(other, Route) and (other.methods is None or method in other.methods)
+                        if isinstance(other, Route) and (not other.methods or method in other.methods)
                     ]
                     others = [o for o in routes[:n] if not isinstance(o, Route | WebSocketRoute)]
                     table.setdefault(method, []).append((route, (_any_of(paths), others)))
@@ -274,19 +280,26 @@ class DirectRoutes:
                 scope["route"] = route
                 request = Request(scope, receive, send)
                 try:
-                    response = await route.endpoint(request)
+                    response: Response | None = await route.endpoint(request)
                 except Exception as exc:
                     handler = self._handler(exc)
                     if handler is None:
                         raise
-                    response = await handler(request, exc)
-                await response(scope, receive, send)
+                    if asyncio.iscoroutinefunction(handler):
+                        response = await handler(request, exc)
+                    else:  # as Starlette runs a plain function handler
+                        response = await run_in_threadpool(
+                            cast(Callable[..., Response | None], handler), request, exc
+                        )
+                if response is not None:
+                    await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
     def _handler(self, exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]] | None:
         handlers: Mapping[Any, Any] = self.fastapi.exception_handlers
-        if isinstance(exc, HTTPException) and exc.status_code in handlers:
+        # A handler for 500 (like one for Exception) belongs to the server-error middleware.
+        if isinstance(exc, HTTPException) and exc.status_code != 500 and exc.status_code in handlers:
             return cast(Callable[[Request, Exception], Awaitable[Response]], handlers[exc.status_code])
         for cls in type(exc).__mro__:
             if cls in handlers and cls not in (Exception, BaseException):

@@ -185,7 +185,9 @@ async def _stop(task: "asyncio.Task[None]", tries: int = 20) -> None:
         done, _ = await asyncio.wait([task], timeout=0.5)
         if done:
             break
-    if task.done() and not task.cancelled() and task.exception() is not None:
+    if not task.done():
+        sys.stderr.write(f"the feed did not end after {tries} cancellations; left behind\n")
+    elif not task.cancelled() and task.exception() is not None:
         sys.stderr.write(f"the feed ended with {task.exception()!r}\n")
 
 
@@ -257,8 +259,12 @@ def main() -> None:
     freeze_startup_heap()  # as the services do: fewer collector stalls in what it measures
     # A blocked event loop cannot run the watchdog: then the threads' stacks, and exit 1.
     faulthandler.dump_traceback_later(bound_s(spec) - 4, exit=True)
-    result = uvloop.run(_run_watched(spec))
+    loop = uvloop.new_event_loop()
+    result = loop.run_until_complete(_run_watched(spec))
     sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    # A one-shot process: no waiting at exit for a task that ignored its cancellation (see _stop).
+    os._exit(0)
 
 
 if __name__ == "__main__":
