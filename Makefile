@@ -10,6 +10,28 @@ KAFKA_LIBS := $(CACHE)/kafka/libs
 COMPOSE_SPEC := $(CACHE)/bin/compose-spec
 COMPOSE_GO_VERSION := v2.16.2
 PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench
+CHROMIUM ?= /usr/bin/chromium
+
+# Debian's packages a goal needs, as command=package: each is installed only when its command is
+# missing; Maven only until Kafka's jars are fetched, Go only until the compose loader is built.
+UP_PACKAGES := redis-server=redis-server java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
+TEST_PACKAGES := $(UP_PACKAGES) $(if $(wildcard $(COMPOSE_SPEC)),,go=golang-go) $(CHROMIUM)=chromium
+
+# $(call debian-packages,command=package ...): installs the missing ones from Debian's packages
+# when run as root; otherwise stops, naming the one command that installs them all.
+define debian-packages
+@missing=""; for need in $(1); do command -v "$${need%=*}" >/dev/null || missing="$$missing $${need##*=}"; done; \
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+    echo "installing from Debian's packages:$$missing"; \
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+  else \
+    echo "missing Debian's packages:$$missing (make installs them when run as root). Run:"; \
+    echo "  sudo apt-get install -y$$missing"; \
+    exit 1; \
+  fi; \
+fi
+endef
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -26,7 +48,7 @@ $(VENV)/.installed: constraints.txt requirements-dev.txt libs/common/pyproject.t
 install: $(VENV)/.installed ## Create .venv with the services, the stack runner and the dev tools (pinned)
 
 $(KAFKA_LIBS)/.fetched: infra/kafka/pom.xml
-	@command -v mvn >/dev/null || { echo "Maven is needed once to fetch Kafka's jars: apt-get install maven"; exit 1; }
+	$(call debian-packages,mvn=maven)
 	rm -rf $(KAFKA_LIBS)
 	mvn -q -B -Dstyle.color=never -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	touch $@
@@ -34,18 +56,16 @@ $(KAFKA_LIBS)/.fetched: infra/kafka/pom.xml
 .PHONY: kafka-jars
 kafka-jars: $(KAFKA_LIBS)/.fetched ## Fetch Apache Kafka's jars from Maven Central into .cache (once)
 
-.PHONY: redis-server
-redis-server: ## Install Debian's redis-server if it is missing (needs root)
-	@if ! command -v redis-server >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing redis-server from Debian's packages"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server is missing: install Debian's package with 'sudo apt-get install redis-server'"; exit 1; fi; \
-	fi
-	@command -v java >/dev/null || { echo "java is missing: install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"; exit 1; }
+.PHONY: up-packages
+up-packages: ## Install what `make up` needs from Debian's packages if missing: redis-server, Java, Maven (root; else names the command)
+	$(call debian-packages,$(UP_PACKAGES))
+
+.PHONY: test-packages
+test-packages: ## The same for `make test`: also Go (builds the compose loader) and Chromium (browser tests)
+	$(call debian-packages,$(TEST_PACKAGES))
 
 $(COMPOSE_SPEC):
-	@command -v go >/dev/null || { echo "go is needed to build the Compose Specification's loader"; exit 1; }
+	$(call debian-packages,go=golang-go)
 	mkdir -p $(CACHE)/gobin $(CACHE)/bin
 	GOBIN=$(CURDIR)/$(CACHE)/gobin go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION)
 	mv $(CACHE)/gobin/cmd $@
@@ -54,22 +74,15 @@ $(COMPOSE_SPEC):
 tools: $(COMPOSE_SPEC) ## Build the Compose Specification's loader for the static checks
 
 .PHONY: deps
-deps: install kafka-jars redis-server ## Everything `up` and `test` need
+deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
 
 .PHONY: up
 up: deps ## Run Kafka, Redis, api, processor and query as local processes (Ctrl-C stops all)
 	$(BIN)/python -m orders_stack
 
 .PHONY: bench-tools
-bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (needs root)
-	@missing=""; command -v wrk >/dev/null || missing="$$missing wrk"; \
-	command -v redis-benchmark >/dev/null || missing="$$missing redis-tools"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing from Debian's packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "make bench needs Debian's packages:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
-	fi
+bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (root; else names the command)
+	$(call debian-packages,wrk=wrk redis-benchmark=redis-tools)
 
 .PHONY: bench
 bench: deps bench-tools ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
@@ -98,8 +111,8 @@ fmt: install ## Format and auto-fix with ruff
 	$(BIN)/ruff check --fix .
 
 .PHONY: test
-test: deps tools lint ## Lint, then every test: unit, integration and e2e on real Kafka and Redis
-	COMPOSE_SPEC=$(CURDIR)/$(COMPOSE_SPEC) $(BIN)/pytest $(PYTEST_ARGS)
+test: test-packages deps tools lint ## Lint, then every test: unit, integration, e2e (browser too) on real Kafka and Redis
+	COMPOSE_SPEC=$(CURDIR)/$(COMPOSE_SPEC) CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Only the tests that need no Kafka, Redis or linters

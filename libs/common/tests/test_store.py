@@ -1,15 +1,18 @@
-"""The read model against a real Redis: atomic, idempotent transitions and paginated indexes."""
+"""The read model against a real Redis: its Functions library, atomic, idempotent transitions
+and paginated indexes. The update stream's reads are tested in test_stream.py.
+"""
 
 import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
-from orders_common.models import Order
+from orders_common.models import Order, order_json
 from orders_common.models import OrderStatus as S
-from orders_common.store import START, InvalidCursor, InvalidPosition, OrderStore, Update, position_key
+from orders_common.store import LIBRARY, InvalidCursor, OrderStore, decode_cursor, encode_cursor
 
 pytestmark = pytest.mark.redis
 
@@ -203,63 +206,111 @@ async def test_abandoning_a_batch_is_all_or_nothing(store: OrderStore, new_order
     assert all(result.abandoned for result in refused)
 
 
-async def test_the_stream_carries_each_state_and_the_history_its_position(
-    store: OrderStore, new_order: NewOrder
+FUNCTIONS = {"orders_create", "orders_transition", "orders_start", "orders_abandon", "orders_claim"}
+
+
+async def library(redis: Redis) -> dict[str, Any]:
+    """FUNCTION LIST's entry of the `orders` library, as a dict ({} when not loaded)."""
+    listed: Any = await redis.function_list("orders", withcode=True)
+    if not listed:
+        return {}
+    entry = dict(zip(listed[0][::2], listed[0][1::2], strict=True))
+    entry["functions"] = {dict(zip(f[::2], f[1::2], strict=True))["name"] for f in entry["functions"]}
+    return entry
+
+
+async def test_the_library_is_loaded_replacing_any_other(store: OrderStore, unique: str) -> None:
+    assert LIBRARY.startswith("#!lua name=orders\n")
+    old = "#!lua name=orders\nredis.register_function('orders_old', function(keys, args) return 1 end)"
+    await store.redis.function_load(old, replace=True)  # as an older version of the store left it
+    await store.load_functions()
+    await store.load_functions()  # again: REPLACE, so no "library already exists"
+    loaded = await library(store.redis)
+    assert loaded["library_code"] == LIBRARY
+    assert loaded["functions"] == FUNCTIONS
+    # Callable by name with FCALL, every key passed as a key.
+    key = store.keys.idempotency(1, unique)
+    assert await store.redis.fcall("orders_claim", 1, key, "first", 60) is None
+    assert await store.redis.fcall("orders_claim", 1, key, "second", 60) == "first"
+
+
+@pytest.mark.parametrize("flush", [True, False])
+async def test_the_store_recovers_once_the_library_is_gone(
+    store: OrderStore, new_order: NewOrder, flush: bool
 ) -> None:
-    order = new_order(
-        name="Caf\u00e9 \\u2615 / \\u00bd", price="0.10"
-    )  # cjson escapes, text back as it went in
-    assert await store.updates_after(START) == []
-    assert await store.updates_after("5-0") is None, "a position the stream never had"
-    await store.create(order)
-    await store.transition(order.order_id, S.PROCESSING)
-    await store.transition(order.order_id, S.COMPLETED)
-    updates = await store.updates_after(START)
-    assert updates is not None
-    assert [(u.status, u.version, u.order_id) for u in updates] == [
-        (S.PLACED, 1, order.order_id),
-        (S.PROCESSING, 2, order.order_id),
-        (S.COMPLETED, 3, order.order_id),
-    ]
-    # Each entry holds the order as of its transition, in exactly the model's JSON form.
-    assert updates[0].data == order.model_dump(mode="json")
-    assert updates[1].data["processedAt"] is not None
-    assert updates[1].data["completedAt"] is None
-    done = await store.get(order.order_id)
-    assert done is not None
-    assert updates[2].data == done.model_dump(mode="json")
-    bare = Update(START, "o", 7, S.PLACED, 1, None)  # an entry from before the stream carried orders
-    assert bare.data == {"orderId": "o", "userId": 7, "status": "PLACED", "version": 1}
-    for unreadable in ("not json", "[1]", '{"userId": "seven"}'):  # never from our scripts
-        assert Update(START, "o", 7, S.PLACED, 1, unreadable).data == bare.data
-    history = await store.history(order.order_id)
-    assert [h.position for h in history] == [u.position for u in updates]
-
-    later = await store.updates_after(updates[0].position, until=updates[1].position)
-    assert later == updates[1:2]
-    now = await store.snapshot(order.order_id)
-    assert (now.order, now.position, now.head) == (done, updates[2].position, await store.head())
-    unknown = await store.snapshot(new_order().order_id)
-    assert (unknown.order, unknown.position) == (None, None)
+    await store.load_functions()
+    if flush:  # as a Redis that came back empty
+        await store.redis.function_flush()
+    else:
+        await store.redis.function_delete("orders")
+    assert await library(store.redis) == {}
+    orders = [new_order() for _ in range(20)]
+    started = await asyncio.gather(*(store.start(order, "e") for order in orders))  # one pipeline
+    assert all(result.applied for result in started)
+    assert (await library(store.redis))["functions"] == FUNCTIONS
+    done = await asyncio.gather(*(store.transition(o.order_id, S.COMPLETED) for o in orders))
+    assert [result.version for result in done] == [3] * 20
+    # A store made without load_functions, as the test fixtures make one, on a Redis without it.
+    await store.redis.function_delete("orders")
+    fresh = OrderStore(store.redis, store.keys)
+    assert (await fresh.create(new_order())).applied
+    assert await fresh.abandon([(new_order().order_id, "e1")], ttl_s=60) is False
 
 
-async def test_a_position_trimmed_by_the_cap_is_reported(store: OrderStore, new_order: NewOrder) -> None:
-    small = OrderStore(store.redis, store.keys, stream_maxlen=1000)
-    orders = [new_order() for _ in range(700)]
+OLD_PAGE_SCRIPT = """
+-- The page read as the store ran it before the Functions library, kept here as the reference
+-- that the page read must still agree with: {id, its hash as JSON, id, ...}.
+local function hash_json(key)
+  local fields = redis.call('HGETALL', key)
+  local object = {}
+  for i = 1, #fields, 2 do object[fields[i]] = fields[i + 1] end
+  return cjson.encode(object)
+end
+local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], '-', 'BYLEX', 'REV', 'LIMIT', 0, ARGV[2])
+local page = {}
+for _, id in ipairs(ids) do
+  page[#page + 1] = id
+  page[#page + 1] = hash_json(ARGV[3] .. id)
+end
+return page
+"""
+
+
+async def old_page(
+    store: OrderStore, index: str, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    start = f"({decode_cursor(cursor)}" if cursor else "+"
+    raw: Any = await store.redis.eval(OLD_PAGE_SCRIPT, 1, index, start, limit + 1, store.keys.order(""))
+    ids: list[str] = raw[::2]
+    orders = [order_json(row) for row in map(orjson.loads, raw[1 : 2 * limit : 2]) if row]
+    return orders, encode_cursor(ids[limit - 1]) if len(ids) > limit else None
+
+
+async def test_pages_are_what_the_one_script_read_gave(store: OrderStore, new_order: NewOrder) -> None:
+    orders = [new_order(user_id=50 + n % 2) for n in range(9)]
     for order in orders:
-        await small.create(order)
-        await small.transition(order.order_id, S.PROCESSING)
-    first = (await small.history(orders[0].order_id))[0].position
-    kept = (await small.history(orders[-1].order_id))[0].position
-    assert first is not None
-    assert kept is not None
-    assert await store.redis.xlen(store.keys.updates) < 1400
-    assert await small.updates_after(first) is None
-    assert await small.updates_after(kept) is not None
-
-
-def test_positions_compare_as_stream_ids() -> None:
-    assert position_key("1700000000000-2") < position_key("1700000000000-10") < position_key("1700000000001")
-    for bad in ("", "x-1", "1-x", "-1", "1-2-3"):
-        with pytest.raises(InvalidPosition):
-            position_key(bad)
+        await store.create(order)
+    for order in orders[:4]:
+        await store.transition(order.order_id, S.PROCESSING)
+    k = store.keys
+    # An id in an index without its hash (never written so): skipped by both, cursor unchanged.
+    await store.redis.zadd(k.by_user(50), {"ffffffff-ffff-7fff-bfff-ffffffffffff": 0})
+    newest_first = sorted(orders, key=lambda o: o.order_id, reverse=True)
+    expected = {
+        k.all_orders: newest_first,
+        k.by_user(50): [o for o in newest_first if o.user_id == 50],
+        k.by_status(S.PROCESSING): [o for o in newest_first if o in orders[:4]],
+        k.by_status(S.FAILED): [],
+    }
+    for index, wanted in expected.items():
+        for limit in (1, 2, 4, 100):
+            seen: list[str] = []
+            cursor: str | None = None
+            while True:
+                page = await store.page(index, limit, cursor)
+                assert page == await old_page(store, index, limit, cursor), (index, limit, cursor)
+                seen += [o["orderId"] for o in page[0]]
+                cursor = page[1]
+                if cursor is None:
+                    break
+            assert seen == [o.order_id for o in wanted], (index, limit)

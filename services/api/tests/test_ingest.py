@@ -146,7 +146,8 @@ async def test_root_redirects_to_swagger(api: Client) -> None:
     assert root.status_code == 307
     assert root.headers["location"] == "/docs"
     assert docs.status_code == 200
-    body = schema["paths"]["/api/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    ref = schema["paths"]["/api/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = schema["components"]["schemas"][ref["$ref"].rsplit("/", 1)[-1]]
     assert body["additionalProperties"] is False
     assert set(body["required"]) == {"userId", "productName", "quantity", "price"}
 

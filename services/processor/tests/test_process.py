@@ -15,6 +15,7 @@ from orders_common.models import OrderStatus as S
 from orders_common.store import OrderStore
 from orders_processor.settings import Settings
 from orders_stack import Infra, Stack, free_port
+from orders_stack.metrics import metric_value
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -88,7 +89,7 @@ async def test_three_processors_share_the_partitions(
         async def gauge(port: int, name: str) -> int:
             async with httpx.AsyncClient() as client:
                 text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-            return int(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+            return int(metric_value(text, name))
 
         async with asyncio.timeout(60):  # the group settles: two partitions each
             while [await gauge(p, "processor_orders_assigned_partitions") for p in ports] != [2, 2, 2]:

@@ -1,59 +1,82 @@
-"""Group commit for Redis scripts: what many tasks ask for at once goes out as one pipeline.
+"""Group commit for Redis calls: what many tasks ask for at once goes out as one pipeline.
 
 The processor works on thousands of orders at a time and the api on hundreds
-of requests; each wants one script run. Sent one by one, every run is a round
-trip and a pair of syscalls on each side. The `ScriptBatcher` queues the runs
-that tasks ask for while a pipeline is on its way and sends them together
-when it returns (at most `max_pipelines` in flight), so under load one round
-trip carries hundreds of runs, and a lone request still goes out at once.
+of requests; each wants one function call (FCALL) or command. Sent one by one,
+every call is a round trip and a pair of syscalls on each side. The
+`ScriptBatcher` queues the calls that tasks ask for while a pipeline is on its
+way and sends them together when it returns (at most `max_pipelines` in
+flight), so under load one round trip carries hundreds of calls, and a lone
+request still goes out at once.
 
-Each caller gets its own result, or its own error: a script that fails fails
-only its caller; a connection that fails fails the runs it carried (the
-callers retry them, and the scripts are idempotent). Not a transaction: runs
-in one pipeline are not atomic together, each script is atomic by itself.
+Each caller gets its own result, or its own error: a call that fails fails
+only its caller; a connection that fails fails the calls it carried (the
+callers retry them, and the functions are idempotent). Not a transaction:
+calls in one pipeline are not atomic together, each function is atomic by
+itself.
+
+The batcher holds the Functions library its calls need. When Redis answers
+that a function is not found (it restarted empty, or FUNCTION FLUSH), it
+loads the library once (FUNCTION LOAD REPLACE) and sends those calls again.
 """
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
 __all__ = ["ScriptBatcher", "pack_with_hiredis"]
 
 _LOST = (OSError, RuntimeError, asyncio.IncompleteReadError)
 """What a connection torn down under a command raises besides redis-py's own errors."""
 
-_Run = tuple[AsyncScript | None, list[Any], list[Any], "asyncio.Future[Any]"]
-"""(script, keys, args, future); a plain command has no script and its words in `args`."""
+_Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
+"""A command's words and the future of its caller."""
 
 
 class ScriptBatcher:
-    def __init__(self, redis: "Redis", max_pipelines: int = 4, max_batch: int = 2000) -> None:
+    """Sends the calls of concurrent tasks together; `library` is the Functions library
+    (its source) that `load` puts in Redis, and that is loaded again when Redis lost it."""
+
+    def __init__(
+        self, redis: "Redis", library: str | None = None, max_pipelines: int = 4, max_batch: int = 2000
+    ) -> None:
         self._redis = redis
+        self._library = library
         self._max_pipelines = max_pipelines
         self._max_batch = max_batch
-        self._queue: list[_Run] = []
+        self._queue: list[_Call] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._starting = False  # a pipeline task is about to take the queue
+        self._loading: asyncio.Task[None] | None = None
 
-    def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> "asyncio.Future[Any]":
-        """Run `script`, sent in the next pipeline; await it for what it returns."""
-        return self._enqueue(script, keys, args)
+    def call(self, function: str, keys: Sequence[Any], args: Sequence[Any]) -> "asyncio.Future[Any]":
+        """FCALL `function` with `keys` and `args`, sent in the next pipeline; await it for
+        what it returns."""
+        return self.command("FCALL", function, len(keys), *keys, *args)
 
     def command(self, *words: Any) -> "asyncio.Future[Any]":
         """Send a plain command (HGETALL key, say) in the next pipeline; await it for its reply."""
-        return self._enqueue(None, [], list(words))
-
-    def _enqueue(self, script: AsyncScript | None, keys: list[Any], args: list[Any]) -> "asyncio.Future[Any]":
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((script, keys, args, future))
+        self._queue.append((words, future))
         self._send()
         return future
+
+    async def load(self) -> None:
+        """FUNCTION LOAD REPLACE the library. Callers that ask while a load is on its way
+        share it."""
+        if self._library is None:
+            raise RuntimeError("this batcher has no library to load")
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.create_task(self._load(self._library))
+        await asyncio.shield(self._loading)
+
+    async def _load(self, library: str) -> None:
+        await self._redis.function_load(library, replace=True)
 
     def _send(self) -> None:
         if self._queue and not self._starting and len(self._in_flight) < self._max_pipelines:
@@ -73,31 +96,19 @@ class ScriptBatcher:
         self._send()
         try:
             results = await self._pipeline(batch)
-            missing = {
-                id(script): script
-                for (script, *_), result in zip(batch, results, strict=True)
-                if script is not None and _no_script(result)
-            }
-            if missing:  # Redis restarted without its script cache: load, then send those again
-                for script in missing.values():
-                    script.sha = await self._redis.script_load(script.script)
-                again = [i for i, result in enumerate(results) if _no_script(result)]
-                for i, result in zip(again, await self._pipeline([batch[i] for i in again]), strict=True):
-                    results[i] = result
+            again = [i for i, result in enumerate(results) if _not_loaded(result)]
+            if again and self._library is not None:
+                await self._recover(batch, results, again)
         except Exception as exc:  # noqa: BLE001 - each caller gets its pipeline's failure
-            if isinstance(exc, _LOST):
-                # A socket torn down under a write (Redis killed, say) can surface as the event
-                # loop's RuntimeError or an OSError: to callers it is a lost connection.
-                exc = RedisConnectionError(f"connection to Redis lost: {exc!r}")
-            for *_, future in batch:
+            for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(_failure(exc))
             return
         except BaseException:
-            for *_, future in batch:
+            for _, future in batch:
                 future.cancel()
             raise
-        for (*_, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # its caller gave up waiting
                 continue
             if isinstance(result, Exception):
@@ -105,24 +116,41 @@ class ScriptBatcher:
             else:
                 future.set_result(result)
 
-    async def _pipeline(self, batch: list[_Run]) -> list[Any]:
-        # EVALSHA by hand: redis-py's pipelined scripts cost a SCRIPT EXISTS round trip each time.
+    async def _recover(self, batch: list[_Call], results: list[Any], again: list[int]) -> None:
+        """Redis lost the library: load it, then send the calls at `again` once more. Their
+        new results replace the old in `results`; a failure becomes the result of each."""
+        try:
+            await self.load()
+            retried = await self._pipeline([batch[i] for i in again])
+        except Exception as exc:  # noqa: BLE001 - the other calls of the batch keep their results
+            retried = [_failure(exc)] * len(again)
+        for i, result in zip(again, retried, strict=True):
+            results[i] = result
+
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
-            for script, keys, args, _ in batch:
-                if script is None:
-                    pipe.execute_command(*args)
-                else:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            for words, _ in batch:
+                pipe.execute_command(*words)
             return list(await pipe.execute(raise_on_error=False))
 
 
-def _no_script(result: object) -> bool:
-    return isinstance(result, NoScriptError)
+def _failure(exc: Exception) -> Exception:
+    """What callers get for a pipeline that failed as a whole."""
+    if isinstance(exc, _LOST):
+        # A socket torn down under a write (Redis killed, say) can surface as the event
+        # loop's RuntimeError or an OSError: to callers it is a lost connection.
+        return RedisConnectionError(f"connection to Redis lost: {exc!r}")
+    return exc
+
+
+def _not_loaded(result: object) -> bool:
+    """Redis's answer to FCALL of a function it does not have."""
+    return isinstance(result, ResponseError) and str(result).startswith("Function not found")
 
 
 class _HiredisPacking(AbstractConnection):
     """Commands packed by hiredis (C) instead of redis-py's asyncio connection (Python):
-    the same bytes, at a fraction of the cost for scripts with many arguments."""
+    the same bytes, at a fraction of the cost for calls with many arguments."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if isinstance(args[0], str) and " " in args[0]:  # "CLIENT SETINFO", as redis-py splits it

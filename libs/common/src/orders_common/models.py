@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_PAGE",
     "MAX_PRICE",
     "MAX_USER_ID",
     "Amount",
@@ -37,6 +38,7 @@ __all__ = [
     "OrderId",
     "OrderStatus",
     "Page",
+    "PageQuery",
     "ProductName",
     "Quantity",
     "UserId",
@@ -289,6 +291,34 @@ class HistoryEntry(WireModel):
 class ErrorDetail(BaseModel):
     field: str
     reason: str
+
+
+MAX_PAGE = 1000
+"""Most orders one page of a list carries."""
+
+
+def _page_limit(value: object) -> object:
+    """A page size from a query string: plain ASCII digits (no sign, space, point or
+    underscore); any number of them, since more than MAX_PAGE reads as MAX_PAGE."""
+    if not isinstance(value, str):
+        return value
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError("must be an integer written in digits")
+    return MAX_PAGE if len(value.lstrip("0")) > len(str(MAX_PAGE)) else int(value)
+
+
+class PageQuery(BaseModel):
+    """`limit` and `cursor`: how every list is paged, one rule for all of them."""
+
+    limit: Annotated[int, BeforeValidator(_page_limit)] = Field(
+        100, ge=1, description=f"Orders per page, 100 by default; more than {MAX_PAGE} reads as {MAX_PAGE}."
+    )
+    cursor: str | None = Field(None, max_length=64, description="`page.nextCursor` of the previous page.")
+
+    @property
+    def size(self) -> int:
+        """`limit`, capped at MAX_PAGE."""
+        return min(self.limit, MAX_PAGE)
 
 
 class Page(WireModel):

@@ -1,12 +1,19 @@
 """Running a service's HTTP app: one uvicorn configuration for all of them."""
 
+import contextlib
 import gc
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from typing import Protocol
 
 import uvicorn
 
-__all__ = ["configure_logging", "freeze_startup_heap", "serve"]
+from .metrics import MULTIPROCESS_DIR_ENV
+
+__all__ = ["configure_logging", "freeze_startup_heap", "metrics_directory", "serve"]
 
 
 class ServedSettings(Protocol):
@@ -39,20 +46,47 @@ def freeze_startup_heap() -> None:
 _frozen = False
 
 
+@contextlib.contextmanager
+def metrics_directory(workers: int) -> Iterator[str | None]:
+    """With several workers, a fresh private directory for their metrics, named in
+    `PROMETHEUS_MULTIPROC_DIR` (see orders_common.metrics) for the workers to inherit, and
+    removed at exit; with one, nothing (the process keeps its metrics in memory).
+
+    Enter it before the workers start: prometheus_client reads the variable when a
+    worker first imports it. Fresh, because counters in files left by an earlier run
+    would be summed with the new ones."""
+    if workers <= 1:
+        yield None
+        return
+    path = tempfile.mkdtemp(prefix=f"orders-metrics-{os.getpid()}-")
+    previous = os.environ.get(MULTIPROCESS_DIR_ENV)
+    os.environ[MULTIPROCESS_DIR_ENV] = path
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_DIR_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def serve(factory: str, settings: ServedSettings, port: int, workers: int = 1) -> None:
-    """Serve `module:function` (an app factory) with uvloop and httptools."""
+    """Serve `module:function` (an app factory) with uvloop and httptools; `workers` > 1
+    processes share the port and their metrics (see `metrics_directory`)."""
     configure_logging(settings.log_level)
-    uvicorn.run(
-        factory,
-        factory=True,
-        host=settings.bind_host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        proxy_headers=False,  # nothing reads the client's address
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    with metrics_directory(workers):
+        uvicorn.run(
+            factory,
+            factory=True,
+            host=settings.bind_host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            proxy_headers=False,  # nothing reads the client's address
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )

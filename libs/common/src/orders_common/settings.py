@@ -43,4 +43,3 @@ class RedisSettings(_Base):
 
 class HttpSettings(_Base):
     bind_host: str = Field("127.0.0.1", description="Address the HTTP servers listen on.")
-    cors_origins: str = Field("", description="Origins allowed by CORS, comma separated (`*` for any).")

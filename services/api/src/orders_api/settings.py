@@ -13,6 +13,9 @@ class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings):
     query_public_url: str = Field(
         "http://localhost:8001", description="Base URL of the query service, for `Location` headers."
     )
+    cors_origins: str = Field(
+        "", description="Browser origins allowed by CORS (the dashboard's), comma separated (`*` for any)."
+    )
     kafka_send_timeout_ms: int = Field(
         5000, ge=100, description="Longest wait for Kafka's acknowledgment before answering 503."
     )

@@ -29,7 +29,7 @@ async def run(settings: Settings) -> None:
     worker = Worker(settings, store)
     health = HealthServer(
         uvicorn.Config(
-            create_health_app(worker, settings.cors_origins),
+            create_health_app(worker, redis=store.redis),
             host=settings.bind_host,
             port=settings.processor_port,
             lifespan="off",
@@ -45,6 +45,7 @@ async def run(settings: Settings) -> None:
             settings.kafka_orders_topic,
             settings.processing_delay_ms,
         )
+        await store.load_functions()
         freeze_startup_heap()
         await worker.run(stopping)
     finally:

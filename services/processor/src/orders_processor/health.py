@@ -1,49 +1,78 @@
 """The processor's small HTTP side: health checks and Prometheus metrics."""
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
-from starlette.responses import PlainTextResponse
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
 
-from orders_common.http import NO_TELEMETRY, health_router, install_common, metrics_text
+from orders_common.http import NO_TELEMETRY, health_router, install_common
+from orders_common.metrics import RequestMetrics, ServiceMetrics
+from orders_common.models import OrderStatus
 
 from .worker import Worker
 
-__all__ = ["HealthServer", "create_health_app"]
+__all__ = ["HealthServer", "WorkerCollector", "create_health_app"]
+
+_COUNTERS = (  # name (after processor_orders_, before _total), field of worker.metrics, help
+    ("received", "received", "Records taken from Kafka."),
+    ("completed", "completed", "Orders this process completed."),
+    ("replayed", "replayed", "Records whose work was already done."),
+    ("cancelled", "cancelled", "Cancellations this process applied."),
+    ("found_cancelled", "found_cancelled", "Orders the api cancelled before processing began."),
+    ("abandoned", "abandoned", "Events ignored: the api answered 503."),
+    ("dead_lettered", "dead_lettered", "Records sent to the DLQ."),
+    ("retries", "retries", "Retries after transient errors."),
+    ("commits", "commits", "Offset commits."),
+    ("commit_failures", "commit_failures", "Failed commits."),
+)
+
+TRANSITIONS = (OrderStatus.PROCESSING, OrderStatus.COMPLETED, OrderStatus.CANCELLED)
+"""The statuses the processor moves orders to: exported from the start, at 0."""
 
 
-def create_health_app(worker: Worker, cors_origins: str = "") -> FastAPI:
+class WorkerCollector(Collector):
+    """The counters the worker keeps (`worker.metrics`), read at each scrape. The processor is
+    one process per instance, so its own numbers are the instance's."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    def collect(self) -> Iterable[Metric]:
+        m = self._worker.metrics
+        for name, field, text in _COUNTERS:
+            yield CounterMetricFamily(f"processor_orders_{name}", text, value=getattr(m, field))
+        yield GaugeMetricFamily("processor_orders_in_flight", "Records being processed now.", m.in_flight)
+        yield GaugeMetricFamily(
+            "processor_orders_assigned_partitions", "Partitions owned now.", len(m.assigned)
+        )
+        transitions = CounterMetricFamily(
+            "processor_order_transitions",
+            "Status transitions this process applied, by the status the order moved to.",
+            labels=["status"],
+        )
+        for status in sorted({*TRANSITIONS, *m.transitions}):
+            transitions.add_metric([status.value], m.transitions.get(status, 0))
+        yield transitions
+
+
+def create_health_app(worker: Worker, redis: Redis | None = None) -> FastAPI:
+    """Health and metrics of `worker`; `redis`: the worker's store client, whose connections
+    are then named and counted (see `ServiceMetrics.watch_redis`)."""
     app = FastAPI(
         title="Order processor", version="0.1.0", docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
     )
-    install_common(app, cors_origins)
-    app.include_router(health_router({"kafka+redis": worker.ready}))
-
-    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-    async def metrics() -> str:
-        m = worker.metrics
-        counters = {
-            "orders_received_total": ("counter", m.received, "Records taken from Kafka."),
-            "orders_completed_total": ("counter", m.completed, "Orders this process completed."),
-            "orders_replayed_total": ("counter", m.replayed, "Records whose work was already done."),
-            "orders_cancelled_total": ("counter", m.cancelled, "Cancellations this process applied."),
-            "orders_found_cancelled_total": (
-                "counter",
-                m.found_cancelled,
-                "Orders the api cancelled before processing began.",
-            ),
-            "orders_abandoned_total": ("counter", m.abandoned, "Events ignored: the api answered 503."),
-            "orders_dead_lettered_total": ("counter", m.dead_lettered, "Records sent to the DLQ."),
-            "orders_retries_total": ("counter", m.retries, "Retries after transient errors."),
-            "orders_commits_total": ("counter", m.commits, "Offset commits."),
-            "orders_commit_failures_total": ("counter", m.commit_failures, "Failed commits."),
-            "orders_in_flight": ("gauge", m.in_flight, "Records being processed now."),
-            "orders_assigned_partitions": ("gauge", len(m.assigned), "Partitions owned now."),
-        }
-        return metrics_text("processor_", counters)
-
+    install_common(app)
+    metrics = ServiceMetrics("processor")
+    metrics.register(WorkerCollector(worker))
+    if redis is not None:
+        metrics.watch_redis(redis)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.include_router(health_router(lambda request: {"kafka+redis": worker.ready}))
+    app.include_router(metrics.router())
     return app
 
 

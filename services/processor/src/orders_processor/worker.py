@@ -71,6 +71,11 @@ class Metrics:
     commit_failures: int = 0
     in_flight: int = 0
     assigned: set[TopicPartition] = field(default_factory=set)
+    transitions: dict[OrderStatus, int] = field(default_factory=dict)
+    """Transitions this process applied, by the status the order moved to."""
+
+    def transitioned(self, status: OrderStatus) -> None:
+        self.transitions[status] = self.transitions.get(status, 0) + 1
 
 
 class Worker:
@@ -239,12 +244,15 @@ class Worker:
             self.metrics.abandoned += 1
             return
         status = started.status
+        if started.applied:
+            self.metrics.transitioned(OrderStatus.PROCESSING)
         if status is OrderStatus.PROCESSING:
             if self._delay:
                 await asyncio.sleep(self._delay)
             result = await store.transition(order.order_id, OrderStatus.COMPLETED)
             if result.applied:
                 self.metrics.completed += 1
+                self.metrics.transitioned(OrderStatus.COMPLETED)
                 return
         if status is OrderStatus.CANCELLED:
             self.metrics.found_cancelled += 1  # the api cancelled it before processing began
@@ -257,6 +265,7 @@ class Worker:
         result = await self._store.transition(data.order_id, OrderStatus.CANCELLED, data.cancelled_at)
         if result.applied:
             self.metrics.cancelled += 1
+            self.metrics.transitioned(OrderStatus.CANCELLED)
         elif result.status is not OrderStatus.CANCELLED:
             raise EventError(f"impossible transition: order {data.order_id} is {result.status or 'unknown'}")
 

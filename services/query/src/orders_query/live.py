@@ -20,10 +20,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import orjson
+from prometheus_client import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from orders_common.metrics import ServiceMetrics
 from orders_common.models import OrderStatus
-from orders_common.store import OrderStore, Snapshot, Update, position_key
+from orders_common.stream import Snapshot, Update, UpdateStream, position_key
 
 __all__ = ["Event", "Hub", "LiveMetrics", "LiveStream", "Subscription", "reset_frame"]
 
@@ -92,20 +94,59 @@ class Subscription:
     """Dropped from the fan-out (queue full, or the reader lost Redis): catch up from Redis."""
 
 
-@dataclass(slots=True)
 class LiveMetrics:
-    streams_total: int = 0
-    events_sent_total: int = 0
-    fell_behind_total: int = 0
-    resets_total: int = 0
-    reader_errors_total: int = 0
+    """The live streams' metrics, as prometheus_client objects of the app's `ServiceMetrics`,
+    so that they are summed over the workers when the query runs several (a standalone
+    registry's without one: tests). The `*_total` properties read this process's counts."""
+
+    def __init__(self, metrics: ServiceMetrics | None = None) -> None:
+        metrics = metrics or ServiceMetrics("query")
+        self.open_streams = metrics.gauge("live_subscribers", "Event streams open now.")
+        self.streams = metrics.counter("live_streams", "Event streams opened.")
+        self.events_sent = metrics.counter("live_events_sent", "Events sent to clients.")
+        self.fell_behind = metrics.counter(
+            "live_fell_behind", "Times a client's buffer filled up and it caught up from Redis."
+        )
+        self.resets = metrics.counter("live_resets", "Reset events sent (position trimmed).")
+        self.reader_errors = metrics.counter("live_reader_errors", "Failed stream reads.")
+
+    @property
+    def streams_total(self) -> float:
+        return _count(self.streams)
+
+    @property
+    def events_sent_total(self) -> float:
+        return _count(self.events_sent)
+
+    @property
+    def fell_behind_total(self) -> float:
+        return _count(self.fell_behind)
+
+    @property
+    def resets_total(self) -> float:
+        return _count(self.resets)
+
+    @property
+    def reader_errors_total(self) -> float:
+        return _count(self.reader_errors)
+
+
+def _count(counter: Counter) -> float:
+    return next(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
 
 
 class Hub:
     """The process's one reader of the update stream and its fan-out to subscriptions."""
 
-    def __init__(self, store: OrderStore, buffer: int = 1000, batch: int = 500, block_ms: int = 2000) -> None:
-        self._store = store
+    def __init__(
+        self,
+        stream: UpdateStream,
+        buffer: int = 1000,
+        batch: int = 500,
+        block_ms: int = 2000,
+        metrics: LiveMetrics | None = None,
+    ) -> None:
+        self._stream = stream
         self._buffer = buffer
         self._batch = batch
         self._block_ms = block_ms
@@ -115,7 +156,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.position = ""
-        self.metrics = LiveMetrics()
+        self.metrics = metrics or LiveMetrics()
 
     @property
     def subscribers(self) -> int:
@@ -133,7 +174,7 @@ class Hub:
         if self._task is None:
             return
         self._stopping = True
-        await self._store.redis.connection_pool.disconnect()
+        await self._stream.redis.connection_pool.disconnect()
         done, _ = await asyncio.wait([self._task], timeout=self._block_ms / 1000 + 2)
         if not done:
             self._task.cancel()
@@ -169,7 +210,7 @@ class Hub:
     def _drop(self, sub: Subscription) -> None:
         self.unsubscribe(sub)
         sub.behind = True
-        self.metrics.fell_behind_total += 1
+        self.metrics.fell_behind.inc()
         with contextlib.suppress(asyncio.QueueFull):
             sub.queue.put_nowait(None)  # wakes a waiting client; a full queue wakes it anyway
 
@@ -186,13 +227,13 @@ class Hub:
         while not self.stopping():
             try:
                 if not self._ready.is_set():
-                    self.position = await self._store.head()
+                    self.position = await self._stream.head()
                     self._ready.set()
-                updates = await self._store.wait_updates(self.position, self._batch, self._block_ms)
+                updates = await self._stream.wait_updates(self.position, self._batch, self._block_ms)
             except Exception as exc:  # noqa: BLE001 - the reader must outlive any failure
                 if self.stopping():
                     return
-                self.metrics.reader_errors_total += 1
+                self.metrics.reader_errors.inc()
                 log.warning("reading the update stream failed (retrying in %.1fs): %r", delay, exc)
                 failed = True
                 await asyncio.sleep(delay)
@@ -221,7 +262,7 @@ class LiveStream:
     """
 
     hub: Hub
-    store: OrderStore
+    stream: UpdateStream
     order_id: str | None
     match: Match
     heartbeat: float
@@ -230,27 +271,34 @@ class LiveStream:
     """Set once the client holds a final status (order streams end there)."""
     sub: Subscription = field(init=False)
     last: str = field(init=False, default="")
+    counted: bool = field(init=False, default=False)
+    """In the open-streams gauge: until the first `close` (which may come twice)."""
 
     def __post_init__(self) -> None:
         self.sub = self.hub.subscribe(self.order_id, self.match)
-        self.hub.metrics.streams_total += 1
+        self.hub.metrics.streams.inc()
+        self.hub.metrics.open_streams.inc()
+        self.counted = True
 
     def close(self) -> None:
         self.hub.unsubscribe(self.sub)
+        if self.counted:
+            self.counted = False
+            self.hub.metrics.open_streams.dec()
 
     async def _catch_up(self) -> AsyncIterator[Event | bytes]:
         """Entries after `last` up to the subscription's start, from Redis; a reset if trimmed."""
         until = self.sub.start
         while position_key(self.last) < position_key(until):
-            page = await self.store.updates_after(self.last, until, 500)
+            page = await self.stream.updates_after(self.last, until, 500)
             if page is None:
-                self.hub.metrics.resets_total += 1
+                self.hub.metrics.resets.inc()
                 stale = self.last
                 if self.order_id is None:
                     self.last = until
                     yield reset_frame(stale, until)
                 else:
-                    snapshot = await self.store.snapshot(self.order_id)
+                    snapshot = await self.stream.snapshot(self.order_id)
                     self.last = snapshot.position or snapshot.head
                     self.done = snapshot.order is not None and snapshot.order.status.is_final
                     yield reset_frame(stale, None) + snapshot_frame(snapshot)
@@ -272,7 +320,7 @@ class LiveStream:
 
     def _sent(self, event: Event) -> bytes:
         self.last = event.position
-        self.hub.metrics.events_sent_total += 1
+        self.hub.metrics.events_sent.inc()
         self.done = self.final and event.status.is_final
         return event.frame
 

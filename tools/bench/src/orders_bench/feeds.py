@@ -1,19 +1,23 @@
 """Where a load process sees an order's status change: the Redis update stream or the SSE feed.
 
 Both deliver `(orderId, status)` pairs to a callback as soon as the client can
-see them. `redis` reads the read model's update stream (`Keys.updates`) with
-XREAD, as the query service does; `sse` reads the query service's live feed
-(`GET /api/orders/events`), once that endpoint exists. The bench picks one
-with `--feed`.
+see them. `redis` reads the read model's update stream with the reader the
+query service uses (`orders_common.stream.UpdateStream`); `sse` reads the query
+service's live feed (`GET /api/orders/events`) with the stack's SSE parser
+(`orders_stack.sse`). The bench picks one with `--feed`.
 """
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, Literal, Protocol, cast
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import orjson
 from redis.asyncio import Redis
+
+from orders_common.keys import Keys
+from orders_common.stream import UpdateStream
+from orders_stack.sse import parse_events
 
 __all__ = [
     "FEEDS",
@@ -24,8 +28,6 @@ __all__ = [
     "RedisStreamFeed",
     "SseFeed",
     "make_feed",
-    "read_stream",
-    "stream_tail",
 ]
 
 Emit = Callable[[str, str], None]
@@ -39,47 +41,29 @@ class FeedUnavailable(RuntimeError):
     """The feed cannot be read (an endpoint that does not exist yet, say)."""
 
 
-Entry = tuple[str, dict[str, str]]
-
-
-async def stream_tail(redis: "Redis", stream: str) -> str:
-    """The id of the stream's newest entry ("0-0" when empty): read after it to see only what comes next."""
-    newest = cast(list[Entry], await redis.xrevrange(stream, count=1))
-    return newest[0][0] if newest else "0-0"
-
-
-async def read_stream(redis: "Redis", stream: str, after: str, count: int, block_ms: int) -> list[Entry]:
-    """Entries after `after`, waiting up to `block_ms` for the first (a client with decoded responses)."""
-    answer = cast(
-        list[tuple[str, list[Entry]]] | None, await redis.xread({stream: after}, count=count, block=block_ms)
-    )
-    return [entry for _name, entries in answer or () for entry in entries]
-
-
 class Feed(Protocol):
     async def run(self, emit: Emit, ready: asyncio.Event) -> None:
         """Deliver updates until cancelled; set `ready` once updates from now on will be seen."""
 
 
 class RedisStreamFeed:
-    """XREAD on the update stream, from its newest entry on."""
+    """The update stream of the read model under `key_prefix`, from its newest entry on."""
 
-    def __init__(self, redis_url: str, stream: str, batch: int = 1000) -> None:
+    def __init__(self, redis_url: str, key_prefix: str, batch: int = 1000) -> None:
         self.redis_url = redis_url
-        self.stream = stream
+        self.key_prefix = key_prefix
         self.batch = batch
 
     async def run(self, emit: Emit, ready: asyncio.Event) -> None:
         redis = Redis.from_url(self.redis_url, decode_responses=True)
         try:
-            last = await stream_tail(redis, self.stream)
+            stream = UpdateStream(redis, Keys(self.key_prefix))
+            last = await stream.head()
             ready.set()
             while True:
-                for entry_id, fields in await read_stream(redis, self.stream, last, self.batch, 500):
-                    last = entry_id
-                    order_id, status = fields.get("orderId"), fields.get("status")
-                    if order_id and status:
-                        emit(order_id, status)
+                for update in await stream.wait_updates(last, self.batch, 500):
+                    last = update.position
+                    emit(update.order_id, update.status)
         finally:
             await redis.aclose()
 
@@ -99,17 +83,19 @@ class SseFeed:
             if resp.status != 200:
                 raise FeedUnavailable(f"GET {self.url} answered {resp.status}")
             ready.set()
-            data: list[str] = []
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\r\n")
-                if line.startswith("data:"):
-                    data.append(line[5:].lstrip(" "))
-                elif not line and data:
-                    _emit_sse(emit, "\n".join(data))
-                    data.clear()
+            async for event in parse_events(_lines(resp.content)):
+                if event.data:
+                    _emit_sse(emit, event.data)
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    async for raw in content:
+        yield raw.decode()
 
 
 def _emit_sse(emit: Emit, payload: str) -> None:
+    """Emits the order of an event whose `data` is JSON with orderId and status (or holds
+    such an object as its `data`); other events are not transitions."""
     try:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -122,7 +108,7 @@ def _emit_sse(emit: Emit, payload: str) -> None:
             emit(order_id, status)
 
 
-def make_feed(kind: FeedKind, *, redis_url: str, stream: str, query_url: str) -> Feed:
+def make_feed(kind: FeedKind, *, redis_url: str, key_prefix: str, query_url: str) -> Feed:
     if kind == "redis":
-        return RedisStreamFeed(redis_url, stream)
+        return RedisStreamFeed(redis_url, key_prefix)
     return SseFeed(query_url.rstrip("/") + "/api/orders/events?status=COMPLETED")

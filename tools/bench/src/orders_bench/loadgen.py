@@ -47,7 +47,8 @@ class LoadSpec:
     """After the last request is sent, how long answers may still come."""
     feed: FeedKind | None = None
     redis_url: str = ""
-    stream: str = ""
+    key_prefix: str = ""
+    """The read model's REDIS_KEY_PREFIX: the redis feed reads its update stream."""
     query_url: str = ""
     completed_status: str = "COMPLETED"
     e2e_grace: float = 5.0
@@ -105,7 +106,9 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
     e2e = spec.feed is not None
     feed_task: asyncio.Task[None] | None = None
     if spec.feed is not None:
-        feed = make_feed(spec.feed, redis_url=spec.redis_url, stream=spec.stream, query_url=spec.query_url)
+        feed = make_feed(
+            spec.feed, redis_url=spec.redis_url, key_prefix=spec.key_prefix, query_url=spec.query_url
+        )
         ready = asyncio.Event()
         feed_task = asyncio.create_task(feed.run(run.on_update, ready))
         done, _ = await asyncio.wait(
@@ -178,7 +181,7 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
 
 async def _stop(task: "asyncio.Task[None]", tries: int = 20) -> None:
     """Cancel `task` until it ends, a bounded number of times. Once was seen not to be
-    enough: at 3,000 orders/s the watchdog found the feed still in its XREAD after the
+    enough: under the heaviest load steps the watchdog found the feed still in its XREAD after the
     cancellation (cause not pinned down), and the run waited on it until killed."""
     for _ in range(tries):
         task.cancel()

@@ -35,12 +35,15 @@ from redis.asyncio import Redis
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orders_common.keys import Keys
+from orders_common.models import OrderStatus
+from orders_common.stream import UpdateStream
 from orders_stack import Infra, Stack, free_port
+from orders_stack.metrics import metric_value
 from orders_stack.procs import Proc, wait_until
 from orders_stack.stack import KAFKA_LIBS, ROOT
 
 from .ceilings import producer_perf, redis_benchmark
-from .feeds import FeedKind, read_stream, stream_tail
+from .feeds import FeedKind
 from .kafka_load import ORDER_JSON, create_topic, event_size, preload
 from .loadgen import STUCK_EXIT, LoadSpec, bound_s
 from .wrk import get_ids_script, get_script, post_script, run_wrk
@@ -245,7 +248,7 @@ class Bench:
             grace=self.plan.grace_s,
             feed=self.feed if e2e else None,
             redis_url=self.target.redis_url,
-            stream=Keys(self.target.key_prefix).updates,
+            key_prefix=self.target.key_prefix,
             query_url=self.target.query_url,
             e2e_grace=self.plan.e2e_grace_s + delay,
             keep_ids=keep_ids,
@@ -349,7 +352,7 @@ class Bench:
                 text = httpx.get(f"{stack.processor_url}/metrics", timeout=2).text
             except httpx.HTTPError:
                 return
-            if "processor_orders_in_flight 0\n" in text:
+            if metric_value(text, "processor_orders_in_flight") == 0:
                 return
             time.sleep(0.2)
 
@@ -468,26 +471,26 @@ class Bench:
         """Start the processor on the backlog and time it through the update stream's own timestamps."""
         wanted = set(ids)
         redis = Redis.from_url(self.target.redis_url, decode_responses=True)
-        stream = Keys(self.target.key_prefix).updates
+        stream = UpdateStream(redis, Keys(self.target.key_prefix))
         first_processing: datetime | None = None
         last_completed: datetime | None = None
         completed = 0
         try:
-            last = await stream_tail(redis, stream)
+            last = await stream.head()
             started = time.monotonic()
             await asyncio.to_thread(stack.start_service, "processor")
             deadline = started + timeout
             while completed < len(wanted) and time.monotonic() < deadline:
-                for entry_id, fields in await read_stream(redis, stream, last, 5000, 500):
-                    last = entry_id
-                    if fields.get("orderId") not in wanted:
+                for update in await stream.wait_updates(last, 5000, 500):
+                    last = update.position
+                    if update.order_id not in wanted or update.at is None:
                         continue
-                    at = datetime.fromisoformat(fields["at"])
-                    if fields["status"] == "PROCESSING" and (
+                    at = datetime.fromisoformat(update.at)
+                    if update.status == OrderStatus.PROCESSING and (
                         first_processing is None or at < first_processing
                     ):
                         first_processing = at
-                    elif fields["status"] == "COMPLETED":
+                    elif update.status == OrderStatus.COMPLETED:
                         completed += 1
                         last_completed = max(at, last_completed or at)
             wall = time.monotonic() - started

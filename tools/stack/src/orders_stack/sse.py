@@ -1,13 +1,18 @@
-"""A small Server-Sent Events reader over httpx, for the tests and scripts that follow the live streams."""
+"""A small Server-Sent Events reader, for the tests, scripts and load tools that follow the live streams.
+
+`parse_events` splits lines into events as the SSE format does, whatever
+client read them; `read_events` feeds it an httpx streamed response.
+"""
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
-__all__ = ["SseEvent", "read_events"]
+__all__ = ["SseEvent", "parse_events", "read_events"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +27,14 @@ class SseEvent:
         return json.loads(self.data)
 
 
-async def read_events(response: httpx.Response, comments: bool = False) -> AsyncIterator[SseEvent]:
-    """The events of a streamed response, as the SSE format splits them (blank line ends one)."""
+async def parse_events(lines: AsyncIterable[str], comments: bool = False) -> AsyncIterator[SseEvent]:
+    """The events of a stream of lines (their line ends may be left on), as the SSE format
+    splits them: a blank line ends one. Comment lines are events too when `comments`."""
     event, last_id = "", None
     data: list[str] = []
     got_id = False
-    async for line in response.aiter_lines():
+    async for raw in lines:
+        line = raw.rstrip("\r\n")
         if not line:
             if data or got_id:
                 yield SseEvent(event or ("message" if data else ""), "\n".join(data), last_id)
@@ -44,3 +51,8 @@ async def read_events(response: httpx.Response, comments: bool = False) -> Async
             data.append(value)
         elif name == "id":
             last_id, got_id = value, True
+
+
+def read_events(response: "httpx.Response", comments: bool = False) -> AsyncIterator[SseEvent]:
+    """The events of an httpx streamed response (see `parse_events`)."""
+    return parse_events(response.aiter_lines(), comments)

@@ -1,0 +1,133 @@
+#!lua name=orders
+--[[
+The read model's atomic writes, as one Redis Functions library (Redis 7.0).
+
+OrderStore.load_functions loads it with FUNCTION LOAD REPLACE; the store's batcher calls
+its functions with FCALL (and loads it again when Redis answers that a function is not
+found). Every key a function touches comes in `keys`, never built from a prefix in
+`args`, so that each call names all its keys as Redis Cluster requires.
+
+Shared below: k, an order's keys {hash, history list, update stream, all-orders index,
+its user's index, its first status's index, its abandoned event ids}; index, status
+name -> that status's index. create, transition and start return {code, status, version}.
+]]
+
+-- A hash as a JSON object of its fields (text values): '{}' when there is no such hash.
+local function hash_json(key)
+  local fields = redis.call('HGETALL', key)
+  local object = {}
+  for i = 1, #fields, 2 do object[fields[i]] = fields[i + 1] end
+  return cjson.encode(object)
+end
+
+-- Appends a transition to the update stream, with the order as it is now, and to the
+-- history, with the stream entry's id.
+local function record(k, maxlen, order_id, user_id, status, version, at)
+  local position = redis.call('XADD', k[3], 'MAXLEN', '~', maxlen, '*', 'orderId', order_id,
+             'userId', user_id, 'status', status, 'version', version, 'at', at,
+             'order', hash_json(k[1]))
+  redis.call('RPUSH', k[2],
+             cjson.encode({status = status, at = at, version = version, position = position}))
+end
+
+-- Creates an order unless it exists (code 0, its current status) or the event announcing
+-- it was abandoned (code -2); fields: the hash's field/value pairs.
+local function create(k, maxlen, order_id, user_id, status, at, event_id, fields)
+  if redis.call('EXISTS', k[1]) == 1 then
+    local cur = redis.call('HMGET', k[1], 'status', 'version')
+    return {0, cur[1], tonumber(cur[2])}
+  end
+  if event_id ~= '' and redis.call('SISMEMBER', k[7], event_id) == 1 then
+    return {-2, false, 0}
+  end
+  redis.call('HSET', k[1], unpack(fields))
+  redis.call('ZADD', k[4], 0, order_id)
+  redis.call('ZADD', k[5], 0, order_id)
+  redis.call('ZADD', k[6], 0, order_id)
+  record(k, maxlen, order_id, user_id, status, 1, at)
+  return {1, status, 1}
+end
+
+-- Moves an order to target if the lifecycle allows it from its current status (sources,
+-- space separated): code 1 applied, 0 not allowed (or already applied), -1 unknown order.
+-- time_field: the hash field that records when.
+local function transition(k, index, maxlen, order_id, target, at, time_field, sources)
+  local cur = redis.call('HMGET', k[1], 'status', 'version', 'userId')
+  local status, version = cur[1], tonumber(cur[2])
+  if not status then return {-1, false, 0} end
+  if not string.find(' ' .. sources .. ' ', ' ' .. status .. ' ', 1, true) then
+    return {0, status, version}
+  end
+  version = version + 1
+  redis.call('HSET', k[1], 'status', target, 'version', version, time_field, at)
+  redis.call('ZREM', index[status], order_id)
+  redis.call('ZADD', index[target], 0, order_id)
+  record(k, maxlen, order_id, cur[3], target, version, at)
+  return {1, target, version}
+end
+
+-- The status indexes: keys from `first` on, named in the same order by args from `names` on.
+local function indexes(keys, first, args, names, count)
+  local index = {}
+  for i = 0, count - 1 do index[args[names + i]] = keys[first + i] end
+  return index
+end
+
+-- orders_create: records a newly placed order; a replay changes nothing.
+-- KEYS[1..7] the order's keys (k above)
+-- ARGV[1] stream cap, ARGV[2] orderId, ARGV[3] userId, ARGV[4] status, ARGV[5] time,
+-- ARGV[6] the id of the event announcing the order ('' when none), ARGV[7..] field/value pairs
+redis.register_function('orders_create', function(keys, args)
+  return create(keys, args[1], args[2], args[3], args[4], args[5], args[6], {unpack(args, 7)})
+end)
+
+-- orders_transition: moves an order to a target status if the lifecycle allows it.
+-- KEYS[1] order hash, KEYS[2] history list, KEYS[3] update stream, KEYS[4..] status indexes
+-- ARGV[1] stream cap, ARGV[2] orderId, ARGV[3] target status, ARGV[4] time,
+-- ARGV[5] the hash field that records the time, ARGV[6] allowed sources, space separated,
+-- ARGV[7..] the statuses the indexes are of, in the order of KEYS[4..]
+redis.register_function('orders_transition', function(keys, args)
+  local index = indexes(keys, 4, args, 7, #keys - 3)
+  return transition(keys, index, args[1], args[2], args[3], args[4], args[5], args[6])
+end)
+
+-- orders_start: the processor's first step on an order, one round trip: create it unless it
+-- is there (normally it is: the api writes it through), then start it (PLACED -> PROCESSING).
+-- KEYS[1..7] the order's keys, KEYS[8..] status indexes
+-- ARGV[1..6] as orders_create's, ARGV[7] target status, ARGV[8] time, ARGV[9] time field,
+-- ARGV[10] allowed sources, ARGV[11..] the statuses the indexes are of, then field/value pairs
+-- Returns {-2, false, 0} for an abandoned event, else what the transition returns.
+redis.register_function('orders_start', function(keys, args)
+  local count = #keys - 7
+  local created = create(keys, args[1], args[2], args[3], args[4], args[5], args[6],
+                         {unpack(args, 11 + count)})
+  if created[1] == -2 then return created end
+  return transition(keys, indexes(keys, 8, args, 11, count), args[1], args[2], args[7], args[8],
+                    args[9], args[10])
+end)
+
+-- orders_abandon: the api gave up waiting for Kafka to acknowledge events: unless one of their
+-- orders already exists (then Kafka held them after all), make sure none of them is ever
+-- applied. All or nothing, for the events of one batch (a Kafka transaction) as for one.
+-- KEYS: per order, its hash and its abandoned-event set; ARGV[1] ttl, ARGV[2..] event ids
+-- Returns 1 when an order exists, 0 when every event is now abandoned.
+redis.register_function('orders_abandon', function(keys, args)
+  for i = 1, #keys, 2 do
+    if redis.call('EXISTS', keys[i]) == 1 then return 1 end
+  end
+  for i = 1, #keys, 2 do
+    redis.call('SADD', keys[i + 1], args[(i + 1) / 2 + 1])
+    redis.call('EXPIRE', keys[i + 1], args[1])
+  end
+  return 0
+end)
+
+-- orders_claim: ties an Idempotency-Key to the first request's record (SET NX GET, as one step).
+-- KEYS[1] the Idempotency-Key's record; ARGV[1] this request's record, ARGV[2] ttl
+-- Returns the record already there, or nil once this one is stored.
+redis.register_function('orders_claim', function(keys, args)
+  local previous = redis.call('GET', keys[1])
+  if previous then return previous end
+  redis.call('SET', keys[1], args[1], 'EX', args[2])
+  return false
+end)

@@ -1,0 +1,1 @@
+"""The query service's routes, one module per thing served."""

@@ -1,0 +1,159 @@
+"""Live status streams (Server-Sent Events): every transition, or one order's, resumable with
+`Last-Event-ID`. The fan-out behind them is ../live.py."""
+
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from orders_common.http import OrderIdPath, parse_order_id
+from orders_common.models import MAX_USER_ID
+from orders_common.stream import START, InvalidPosition, position_key
+
+from ..deps import HubDep, SettingsDep, StreamDep
+from ..live import Event, LiveStream, snapshot_frame
+from .orders import parse_status
+
+__all__ = ["EventStream", "router"]
+
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        max_length=64,
+        description="The `id` of the last event the client holds: the stream resumes after it.",
+    ),
+]
+LastEventIdQuery = Annotated[
+    str | None,
+    Query(
+        alias="lastEventId",
+        max_length=64,
+        description="Same as the `Last-Event-ID` header (which wins), for clients that cannot set headers.",
+    ),
+]
+
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorEnvelope"}
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`text/event-stream`: one event per transition (`event` = the status, "
+        "`data` = the order as of that transition, `id` = its position in the update stream); "
+        "comment lines as heartbeats; `event: reset` when the stream no longer holds the position "
+        "the client resumes from.",
+        "content": {"text/event-stream": {}},
+    },
+    # Errors come before any event: a JSON envelope, as everywhere else.
+    400: {"description": "Invalid parameter", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+    503: {"description": "Redis is unavailable", "content": {"application/json": {"schema": _ERROR_SCHEMA}}},
+}
+
+
+class EventStream(StreamingResponse):
+    """Server-Sent Events; `on_close` runs however the response ends, even if it never started."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, frames: AsyncIterator[bytes], on_close: Callable[[], None], status_code: int = 200
+    ) -> None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(frames, status_code, headers=headers)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+router = APIRouter(tags=["live"])
+
+
+@router.get(
+    "/api/orders/events",
+    summary="Live feed of every transition (Server-Sent Events), optionally filtered",
+    response_class=EventStream,
+    responses=_SSE_DOC,
+)
+async def feed(
+    updates: StreamDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    last_event_id: LastEventId = None,
+    last_event_id_query: LastEventIdQuery = None,
+    user_id: Annotated[int | None, Query(alias="userId", ge=1, le=MAX_USER_ID)] = None,
+    status: Annotated[str | None, Query(max_length=32, description="A status, case-insensitive")] = None,
+) -> Response:
+    """Every transition from now on (or after `Last-Event-ID`), oldest first. A fresh stream
+    starts with an id-only event: the position it starts from."""
+    after = _resume_from(last_event_id, last_event_id_query)
+    wanted = parse_status(status) if status else None
+
+    def match(event: Event) -> bool:
+        return (user_id in (None, event.user_id)) and (wanted in (None, event.status))
+
+    await hub.ready()
+    stream = LiveStream(hub, updates, None, match, settings.sse_heartbeat_ms / 1000)
+    start = stream.sub.start
+    if after is None:
+        frames = stream.frames(b"id: %s\n\n" % start.encode(), start)
+    else:
+        frames = stream.frames(b"", after, catch_up=True)
+    return EventStream(frames, stream.close)
+
+
+@router.get(
+    "/api/orders/{orderId}/events",
+    summary="One order's transitions (Server-Sent Events), from its current state to a final one",
+    response_class=EventStream,
+    responses={**_SSE_DOC, 204: {"description": "The client already holds the order's final state"}},
+)
+async def order_events(
+    updates: StreamDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    raw_id: OrderIdPath,
+    last_event_id: LastEventId = None,
+    last_event_id_query: LastEventIdQuery = None,
+) -> Response:
+    """Starts with the order as it is now (unless resuming with `Last-Event-ID`), then each
+    transition as it happens; ends after a final status. An order not known yet (the api
+    answers before the processor records it) is waited for."""
+    order_id = parse_order_id(raw_id)
+    after = _resume_from(last_event_id, last_event_id_query)
+    await hub.ready()
+    stream = LiveStream(
+        hub, updates, order_id, lambda event: True, settings.sse_heartbeat_ms / 1000, final=True
+    )
+    try:
+        snapshot = await updates.snapshot(order_id)
+    except BaseException:
+        stream.close()
+        raise
+    order = snapshot.order
+    if after is None:
+        stream.done = order is not None and order.status.is_final
+        frames = stream.frames(snapshot_frame(snapshot), snapshot.position or snapshot.head)
+    elif (
+        order is not None
+        and order.status.is_final
+        and position_key(snapshot.position or START) <= position_key(after)
+    ):
+        stream.close()  # 204 also tells a browser's EventSource to stop reconnecting
+        return Response(status_code=204)
+    else:
+        frames = stream.frames(b"", after, catch_up=True)
+    return EventStream(frames, stream.close)
+
+
+def _resume_from(header: str | None, query: str | None) -> str | None:
+    after = header or query
+    if after is not None:
+        try:
+            position_key(after)
+        except InvalidPosition:
+            raise HTTPException(400, "Last-Event-ID is not a position this service handed out") from None
+    return after

@@ -1,0 +1,162 @@
+"""Order reads: one order, its history, and the paginated lists, each from the Redis read model."""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from starlette.responses import Response
+
+from orders_common.fastpath import direct
+from orders_common.http import OrderIdPath, envelope, parse_order_id
+from orders_common.models import (
+    MAX_USER_ID,
+    Envelope,
+    ErrorEnvelope,
+    HistoryEntry,
+    ListEnvelope,
+    Order,
+    OrderStatus,
+    PageQuery,
+)
+from orders_common.store import InvalidCursor
+
+from ..deps import StoreDep
+
+__all__ = ["parse_status", "router"]
+
+Paging = Annotated[PageQuery, Query()]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "Invalid parameter (see `errors`)"},
+    503: {"model": ErrorEnvelope, "description": "Redis is unavailable"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    404: {"model": ErrorEnvelope, "description": "No such order"},
+}
+
+router = APIRouter(tags=["orders"])
+
+
+@direct(
+    router,
+    "GET",
+    "/api/orders",
+    summary="All orders, newest first",
+    response_model=ListEnvelope[Order],
+    responses=_ERRORS,
+)
+async def list_orders(store: StoreDep, paging: Paging) -> Response:
+    return await _page(store, store.keys.all_orders, paging)
+
+
+@router.get(
+    "/api/orders/user/{userId}",
+    summary="One user's orders, newest first",
+    response_model=ListEnvelope[Order],
+    responses=_ERRORS,
+)
+async def user_orders(
+    store: StoreDep, user_id: Annotated[int, Path(alias="userId", ge=1, le=MAX_USER_ID)], paging: Paging
+) -> Response:
+    return await _page(store, store.keys.by_user(user_id), paging, f" of user {user_id}")
+
+
+@router.get(
+    "/api/orders/status/{status}",
+    summary="Orders now in a status (case-insensitive), newest first",
+    response_model=ListEnvelope[Order],
+    responses=_ERRORS,
+)
+async def status_orders(
+    store: StoreDep,
+    status: Annotated[
+        str, Path(max_length=32, description="PLACED, PROCESSING, COMPLETED, CANCELLED or FAILED")
+    ],
+    paging: Paging,
+) -> Response:
+    wanted = parse_status(status)
+    return await _page(store, store.keys.by_status(wanted), paging, f" in status {wanted}")
+
+
+@router.get(
+    "/api/orders/stats",
+    summary="Orders per status, and orders placed per second over the last seconds",
+    responses=_ERRORS,
+)
+async def stats(
+    store: StoreDep,
+    seconds: Annotated[int, Query(ge=1, le=3600, description="How many seconds of rate.")] = 300,
+) -> Response:
+    """`counts` per status, `perSecond` (orders created in each second, oldest first,
+    the first starting at `since`, epoch milliseconds), `now` (the server's clock) and
+    `position`: follow `/api/orders/events` from it to keep the numbers current."""
+    now = int(time.time() * 1000)
+    since = now // 1000 * 1000 - (seconds - 1) * 1000
+    result = await store.stats(since, seconds)
+    return envelope(
+        "Order statistics",
+        {
+            "counts": {status.value: n for status, n in result.counts.items()},
+            "total": sum(result.counts.values()),
+            "perSecond": result.per_second,
+            "since": since,
+            "now": now,
+            "position": result.head,
+        },
+    )
+
+
+@router.get(
+    "/api/orders/{orderId}/history",
+    summary="Every transition of an order, oldest first, with its time",
+    response_model=Envelope[list[HistoryEntry]],
+    responses=_NOT_FOUND,
+)
+async def history(store: StoreDep, raw_id: OrderIdPath) -> Response:
+    order_id = parse_order_id(raw_id)
+    entries = await store.history(order_id)
+    if not entries:
+        raise HTTPException(404, f"Order {order_id} not found")
+    return envelope(
+        f"{len(entries)} transition{'' if len(entries) == 1 else 's'}",
+        [entry.model_dump(mode="json") for entry in entries],
+    )
+
+
+@direct(
+    router,
+    "GET",
+    "/api/orders/{orderId}",
+    summary="One order",
+    response_model=Envelope[Order],
+    responses=_NOT_FOUND,
+)
+async def get_order(store: StoreDep, raw_id: OrderIdPath) -> Response:
+    order_id = parse_order_id(raw_id)
+    order = await store.get_json(order_id)
+    if order is None:
+        raise HTTPException(404, f"Order {order_id} not found")
+    return envelope("Order found", order)
+
+
+def parse_status(raw: str) -> OrderStatus:
+    """A status named in any case; 400 for one that does not exist."""
+    try:
+        return OrderStatus(raw.upper())
+    except ValueError:
+        known = ", ".join(OrderStatus)
+        raise HTTPException(400, f"Unknown status {raw!r}; use one of {known}") from None
+
+
+async def _page(store: StoreDep, index: str, paging: PageQuery, where: str = "") -> Response:
+    limit = paging.size
+    try:
+        orders, next_cursor = await store.page(index, limit, paging.cursor)
+    except InvalidCursor as exc:
+        raise HTTPException(400, str(exc)) from None
+    return envelope(
+        f"{len(orders)} order{'' if len(orders) == 1 else 's'}{where}",
+        orders,
+        page={"limit": limit, "nextCursor": next_cursor},
+    )

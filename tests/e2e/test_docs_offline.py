@@ -1,0 +1,103 @@
+"""Swagger UI with the network cut off: `/docs` on both services loads nothing from outside the machine.
+
+Chromium (Debian's, driven by Playwright as in test_dashboard.py) opens each service's `/docs`
+with every request to a host other than this machine aborted and recorded; the page must ask
+for none and still list the service's operations.
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.async_api import ConsoleMessage, Error, Route, async_playwright, expect
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+DOCS_ROUTES = ("/docs", "/docs/oauth2-redirect")
+
+
+@pytest.fixture
+def chromium() -> str:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium (make test does)"
+    return CHROMIUM
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("service", "method"),
+    [("api", "post"), ("query", "get")],
+)
+async def test_swagger_ui_lists_the_operations_with_the_network_cut_off(
+    urls: Any, chromium: str, service: str, method: str
+) -> None:
+    base = getattr(urls, service)
+    outside: list[str] = []
+    problems: list[str] = []
+
+    async def local_only(route: Route) -> None:
+        host = urlsplit(route.request.url).hostname
+        if host is None or host in LOCAL_HOSTS:
+            await route.continue_()
+        else:
+            outside.append(route.request.url)
+            await route.abort("internetdisconnected")
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text}")
+
+    def on_error(error: Error) -> None:
+        problems.append(f"page error: {error}")
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
+            await page.route("**/*", local_only)
+            page.on("console", on_console)
+            page.on("pageerror", on_error)
+            response = await page.goto(base + "/docs", wait_until="networkidle")
+            assert response is not None
+            assert response.ok
+            assert outside == [], "Swagger UI asked for something outside this machine"
+            # Swagger UI drew the service's operations from its OpenAPI document.
+            operation = page.locator(f".opblock-{method} .opblock-summary-path[data-path='/api/orders']")
+            await expect(operation).to_be_visible(timeout=30_000)
+            await expect(operation).to_contain_text("/api/orders")
+            assert await page.locator(".opblock").count() >= 3
+            # Its Authorize flow returns to a page of the service's own.
+            redirect = await page.request.get(base + "/docs/oauth2-redirect")
+            assert redirect.ok
+            assert "swaggerUIRedirectOauth2" in await redirect.text()
+        finally:
+            await browser.close()
+    assert outside == [], "Swagger UI asked for something outside this machine"
+    assert problems == []
+
+
+@pytest.mark.parametrize("service", ["api", "query"])
+async def test_the_docs_routes_stay_out_of_the_openapi_document(urls: Any, service: str) -> None:
+    async with httpx.AsyncClient(base_url=getattr(urls, service), timeout=30) as client:
+        paths = (await client.get("/openapi.json")).raise_for_status().json()["paths"]
+        assert not [path for path in paths if path.startswith("/docs")]
+        assert set(DOCS_ROUTES).isdisjoint(paths)
+        html = (await client.get("/docs")).raise_for_status().text
+        assert "/docs/assets/swagger-ui-bundle.js" in html
+        assert not re.search(r"""(?:src|href)=["'](?:[a-z]+:)?//""", html), "nothing from elsewhere"
+        # Only the files the page needs are served from the package, not its example index page.
+        assert (await client.get("/docs/assets/swagger-ui.css")).status_code == 200
+        assert (await client.get("/docs/assets/index.html")).status_code == 404
