@@ -1,7 +1,8 @@
 """Direct routes: parsed as FastAPI documents them, answered as the router would, and refusing
 every option they cannot honour."""
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -204,7 +205,7 @@ def _with_param(request: Request, page: int = 1) -> int:
     ],
 )
 def test_what_a_direct_route_cannot_honour_is_refused(
-    options: dict[str, object], signature_of: str, reason: str
+    options: dict[str, Any], signature_of: str, reason: str
 ) -> None:
     async def plain() -> Response:
         return Response()
@@ -224,7 +225,9 @@ def test_what_a_direct_route_cannot_honour_is_refused(
     async def two_bodies(a: Thing, b: Thing) -> Response:
         return Response()
 
-    endpoints = {f.__name__: f for f in (plain, blocking, background, generator_dependency)}
-    endpoints |= {f.__name__: f for f in (dependency_with_parameters, two_bodies)}
+    endpoints: dict[str, Callable[..., Any]] = {
+        f.__name__: f
+        for f in (plain, blocking, background, generator_dependency, dependency_with_parameters, two_bodies)
+    }
     with pytest.raises(TypeError, match=reason):
-        direct(APIRouter(), "POST", "/x", **options)(endpoints[signature_of])  # type: ignore[arg-type]
+        direct(APIRouter(), "POST", "/x", **options)(endpoints[signature_of])
