@@ -4,7 +4,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Request
@@ -32,11 +32,14 @@ __all__ = [
     "health_router",
     "install_common",
     "parse_order_id",
+    "state_getter",
     "unavailable",
     "validation_failed",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -78,6 +81,17 @@ OrderIdPath = Annotated[
         json_schema_extra={"format": "uuid"},
     ),
 ]
+
+
+def state_getter(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A dependency returning `app.state.<name>` (a client the app's lifespan made), typed as `kind`:
+    `StoreDep = Annotated[OrderStore, Depends(state_getter("store", OrderStore))]`."""
+
+    def get(request: Request) -> T:
+        return cast(T, getattr(request.app.state, name))
+
+    get.__name__ = get.__qualname__ = f"get_{name}"
+    return get
 
 
 def parse_order_id(value: str) -> str:

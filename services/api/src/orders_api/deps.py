@@ -2,8 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from orders_common.http import state_getter
 from orders_common.store import OrderStore
 
 from .publisher import Publisher
@@ -11,21 +12,9 @@ from .settings import Settings
 
 __all__ = ["PublisherDep", "SettingsDep", "StoreDep", "get_publisher", "get_settings", "get_store"]
 
-
-def get_store(request: Request) -> OrderStore:
-    store: OrderStore = request.app.state.store
-    return store
-
-
-def get_publisher(request: Request) -> Publisher:
-    publisher: Publisher = request.app.state.publisher
-    return publisher
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
+get_store = state_getter("store", OrderStore)
+get_publisher = state_getter("publisher", Publisher)
+get_settings = state_getter("settings", Settings)
 
 StoreDep = Annotated[OrderStore, Depends(get_store)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]

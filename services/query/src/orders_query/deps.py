@@ -3,8 +3,9 @@ in `app.state`."""
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from orders_common.http import state_getter
 from orders_common.store import OrderStore
 from orders_common.stream import UpdateStream
 
@@ -22,26 +23,10 @@ __all__ = [
     "get_stream",
 ]
 
-
-def get_store(request: Request) -> OrderStore:
-    store: OrderStore = request.app.state.store
-    return store
-
-
-def get_stream(request: Request) -> UpdateStream:
-    stream: UpdateStream = request.app.state.stream
-    return stream
-
-
-def get_hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
+get_store = state_getter("store", OrderStore)
+get_stream = state_getter("stream", UpdateStream)
+get_hub = state_getter("hub", Hub)
+get_settings = state_getter("settings", Settings)
 
 StoreDep = Annotated[OrderStore, Depends(get_store)]
 StreamDep = Annotated[UpdateStream, Depends(get_stream)]
