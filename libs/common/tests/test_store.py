@@ -35,10 +35,10 @@ async def snapshot(store: OrderStore, order: Order) -> tuple[Any, ...]:
 async def test_create_is_idempotent(store: OrderStore, new_order: NewOrder) -> None:
     order = new_order()
     first = await store.create(order)
-    assert (first.applied, first.status, first.version) == (True, S.PLACED, 1)
+    assert (first.applied, first.status, first.version, first.created) == (True, S.PLACED, 1, True)
     before = await snapshot(store, order)
     again = await store.create(order)
-    assert (again.applied, again.status, again.version) == (False, S.PLACED, 1)
+    assert (again.applied, again.status, again.version, again.created) == (False, S.PLACED, 1, False)
     assert await snapshot(store, order) == before
     assert await store.get(order.order_id) == order
 
@@ -151,12 +151,13 @@ async def test_start_creates_if_need_be_and_starts_once(store: OrderStore, new_o
     for order in (written_through, not_yet):
         started = await store.start(order, "e1")
         assert (started.applied, started.status, started.version) == (True, S.PROCESSING, 2)
+        assert started.created is (order is not_yet), "created: only when the api had not written it"
         history = await store.history(order.order_id)
         assert [(h.status, h.version) for h in history] == [(S.PLACED, 1), (S.PROCESSING, 2)]
         assert (await snapshot(store, order))[2] == {S.PROCESSING}
         before = await snapshot(store, order)
         again = await store.start(order, "e1")  # a replay changes nothing
-        assert (again.applied, again.status, again.version) == (False, S.PROCESSING, 2)
+        assert (again.applied, again.status, again.version, again.created) == (False, S.PROCESSING, 2, False)
         assert await snapshot(store, order) == before
     got = await store.get(not_yet.order_id)
     assert got is not None
@@ -175,9 +176,11 @@ async def test_start_leaves_a_cancelled_or_abandoned_order_alone(
     before = await snapshot(store, cancelled)
     refused = await store.start(cancelled)
     assert (refused.applied, refused.status, refused.version) == (False, S.CANCELLED, 2)
+    assert not refused.created
     assert await snapshot(store, cancelled) == before
     await store.abandon([(abandoned.order_id, "e1")], ttl_s=60)
-    assert (await store.start(abandoned, "e1")).abandoned
+    ignored = await store.start(abandoned, "e1")
+    assert (ignored.abandoned, ignored.created) == (True, False)
     assert await store.get(abandoned.order_id) is None
 
 
@@ -206,7 +209,14 @@ async def test_abandoning_a_batch_is_all_or_nothing(store: OrderStore, new_order
     assert all(result.abandoned for result in refused)
 
 
-FUNCTIONS = {"orders_create", "orders_transition", "orders_start", "orders_abandon", "orders_claim"}
+FUNCTIONS = {
+    "orders_create",
+    "orders_transition",
+    "orders_start",
+    "orders_abandon",
+    "orders_claim",
+    "orders_hashes_json",
+}
 
 
 async def library(redis: Redis) -> dict[str, Any]:
@@ -215,7 +225,9 @@ async def library(redis: Redis) -> dict[str, Any]:
     if not listed:
         return {}
     entry = dict(zip(listed[0][::2], listed[0][1::2], strict=True))
-    entry["functions"] = {dict(zip(f[::2], f[1::2], strict=True))["name"] for f in entry["functions"]}
+    functions = [dict(zip(f[::2], f[1::2], strict=True)) for f in entry["functions"]]
+    entry["functions"] = {f["name"] for f in functions}
+    entry["read_only"] = {f["name"] for f in functions if "no-writes" in f["flags"]}
     return entry
 
 
@@ -228,6 +240,7 @@ async def test_the_library_is_loaded_replacing_any_other(store: OrderStore, uniq
     loaded = await library(store.redis)
     assert loaded["library_code"] == LIBRARY
     assert loaded["functions"] == FUNCTIONS
+    assert loaded["read_only"] == {"orders_hashes_json"}  # the page read, callable with FCALL_RO
     # Callable by name with FCALL, every key passed as a key.
     key = store.keys.idempotency(1, unique)
     assert await store.redis.fcall("orders_claim", 1, key, "first", 60) is None
@@ -255,6 +268,10 @@ async def test_the_store_recovers_once_the_library_is_gone(
     fresh = OrderStore(store.redis, store.keys)
     assert (await fresh.create(new_order())).applied
     assert await fresh.abandon([(new_order().order_id, "e1")], ttl_s=60) is False
+    # The page read's FCALL_RO recovers the same way.
+    await store.redis.function_delete("orders")
+    page, _ = await OrderStore(store.redis, store.keys).page(store.keys.all_orders, 100)
+    assert len(page) == 21
 
 
 OLD_PAGE_SCRIPT = """
@@ -314,3 +331,19 @@ async def test_pages_are_what_the_one_script_read_gave(store: OrderStore, new_or
                 if cursor is None:
                     break
             assert seen == [o.order_id for o in wanted], (index, limit)
+
+
+async def test_the_page_reads_hashes_as_json_read_only(store: OrderStore, new_order: NewOrder) -> None:
+    # Text that JSON escapes (quotes, a backslash, a slash) and text beyond ASCII.
+    order = new_order().model_copy(update={"product_name": 'Café "☕" / \\ ü'})
+    await store.create(order)
+    k = store.keys
+    missing = k.order("00000000-0000-7000-8000-000000000000")
+    texts: Any = await store.redis.fcall_ro(
+        "orders_hashes_json", 3, k.order(order.order_id), missing, missing
+    )
+    assert len(texts) == 3
+    assert order_json(orjson.loads(texts[0])) == order.model_dump(mode="json")
+    assert texts[1:] == ["{}", "{}"]
+    assert await store.redis.fcall_ro("orders_hashes_json", 0) == []
+    assert await store.page(k.all_orders, 10) == ([order.model_dump(mode="json")], None)

@@ -71,8 +71,27 @@ async def test_transitions_are_counted_by_status(store: OrderStore, new_order: C
     assert isinstance(event, OrderCancelledEvent)
     await worker.cancel(event)
     found = await scrape(create_health_app(worker))
-    assert [transitions(found, s) for s in (S.PROCESSING, S.COMPLETED, S.CANCELLED)] == [1, 1, 1]
+    assert [transitions(found, s) for s in (S.PLACED, S.PROCESSING, S.COMPLETED, S.CANCELLED)] == [1, 1, 1, 1]
     assert unlabelled(found, "processor_orders_replayed_total") == 1
+
+
+@pytest.mark.redis
+async def test_placed_is_counted_only_when_the_processor_created_the_order(
+    store: OrderStore, new_order: Callable[..., Order]
+) -> None:
+    worker = Worker(Settings(processing_delay_ms=0), store)
+    written_through, not_yet, cancelled = new_order(), new_order(), new_order()
+    await store.create(written_through)  # the api's write-through: PLACED is the api's
+    await store.create(cancelled)
+    await store.transition(cancelled.order_id, S.CANCELLED)  # the api cancelled it before
+    await worker.advance(written_through, "e1")
+    assert worker.metrics.transitions == {S.PROCESSING: 1, S.COMPLETED: 1}
+    await worker.advance(not_yet, "e2")  # the event came before (or without) the write-through
+    await worker.advance(not_yet, "e2")  # a replay creates nothing
+    await worker.advance(cancelled, "e3")
+    assert worker.metrics.transitions == {S.PLACED: 1, S.PROCESSING: 2, S.COMPLETED: 2}
+    found = await scrape(create_health_app(worker))
+    assert transitions(found, S.PLACED) == 1
 
 
 @pytest.mark.redis

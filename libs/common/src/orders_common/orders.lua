@@ -9,7 +9,8 @@ found). Every key a function touches comes in `keys`, never built from a prefix 
 
 Shared below: k, an order's keys {hash, history list, update stream, all-orders index,
 its user's index, its first status's index, its abandoned event ids}; index, status
-name -> that status's index. create, transition and start return {code, status, version}.
+name -> that status's index. create and transition return {code, status, version}; start
+adds whether it created the order.
 ]]
 
 -- A hash as a JSON object of its fields (text values): '{}' when there is no such hash.
@@ -96,14 +97,18 @@ end)
 -- KEYS[1..7] the order's keys, KEYS[8..] status indexes
 -- ARGV[1..6] as orders_create's, ARGV[7] target status, ARGV[8] time, ARGV[9] time field,
 -- ARGV[10] allowed sources, ARGV[11..] the statuses the indexes are of, then field/value pairs
--- Returns {-2, false, 0} for an abandoned event, else what the transition returns.
+-- Returns {-2, false, 0} for an abandoned event, else what the transition returns and a 4th
+-- element: 1 when this call created the order (the api had not written it through), else 0,
+-- so that the processor counts the PLACED transitions it applied itself.
 redis.register_function('orders_start', function(keys, args)
   local count = #keys - 7
   local created = create(keys, args[1], args[2], args[3], args[4], args[5], args[6],
                          {unpack(args, 11 + count)})
   if created[1] == -2 then return created end
-  return transition(keys, indexes(keys, 8, args, 11, count), args[1], args[2], args[7], args[8],
-                    args[9], args[10])
+  local result = transition(keys, indexes(keys, 8, args, 11, count), args[1], args[2], args[7],
+                            args[8], args[9], args[10])
+  result[4] = created[1]
+  return result
 end)
 
 -- orders_abandon: the api gave up waiting for Kafka to acknowledge events: unless one of their
@@ -121,6 +126,19 @@ redis.register_function('orders_abandon', function(keys, args)
   end
   return 0
 end)
+
+-- orders_hashes_json: the page read's second step (OrderStore.page): the orders of a page of
+-- ids, in one reply. Read-only (no-writes), so callable with FCALL_RO, on a replica too.
+-- KEYS: the order hashes; returns for each, in order, its hash as JSON text ('{}' if none).
+redis.register_function{
+  function_name = 'orders_hashes_json',
+  callback = function(keys)
+    local rows = {}
+    for i, key in ipairs(keys) do rows[i] = hash_json(key) end
+    return rows
+  end,
+  flags = {'no-writes'},
+}
 
 -- orders_claim: ties an Idempotency-Key to the first request's record (SET NX GET, as one step).
 -- KEYS[1] the Idempotency-Key's record; ARGV[1] this request's record, ARGV[2] ttl

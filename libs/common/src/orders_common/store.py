@@ -78,11 +78,22 @@ class TransitionResult:
     version: int
     abandoned: bool = False
     """Creation only: the api answered 503 for this event, so it creates nothing."""
+    created: bool = False
+    """True when this call created the order (`create`, `start`): for `start`, the api had not
+    written it through, so this call also applied PLACED."""
 
 
-def _result(raw: list[Any]) -> TransitionResult:
-    code, status, version = raw
-    return TransitionResult(code == 1, OrderStatus(status) if status else None, int(version), code == -2)
+def _result(raw: list[Any], creation: bool = False) -> TransitionResult:
+    """A function's {code, status, version[, created]} reply; `creation`: orders_create's, whose
+    code 1 means it created the order (orders_start says so in a 4th element)."""
+    code, status, version, *created = raw
+    return TransitionResult(
+        code == 1,
+        OrderStatus(status) if status else None,
+        int(version),
+        code == -2,
+        code == 1 if creation else created == [1],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,14 +181,15 @@ class OrderStore:
             keys, args, fields = self._creation(order, event_id, None if data is None else data[n])
             runs.append(self._calls.call("orders_create", keys, [*args, *fields]))
         if len(runs) == 1:  # the api's usual call: no gathering for one
-            return [_result(await runs[0])]
-        return [_result(raw) for raw in await asyncio.gather(*runs)]
+            return [_result(await runs[0], creation=True)]
+        return [_result(raw, creation=True) for raw in await asyncio.gather(*runs)]
 
     async def start(self, order: Order, event_id: str = "") -> TransitionResult:
         """`create`, then PLACED -> PROCESSING, as one atomic step and one round trip.
 
         The result is the transition's: applied when the order started now; else
-        its status (PROCESSING or later, or CANCELLED), or `abandoned`.
+        its status (PROCESSING or later, or CANCELLED), or `abandoned`. `created`
+        when this call created the order (the api had not written it through).
         """
         keys, args, fields = self._creation(order, event_id, None)
         target = OrderStatus.PROCESSING
@@ -265,16 +277,21 @@ class OrderStore:
         self, index: str, limit: int, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Orders of an index, newest first, in their JSON form: one page and the cursor of
-        the next (None if last). Two round trips: the page's ids, then their hashes, all
-        in one pipeline."""
+        the next (None if last).
+
+        Two round trips, so that every key is named as a key (Redis Cluster): the
+        page's ids (one more, to know whether a next page exists), then their hashes
+        as JSON texts from one read-only function (orders_hashes_json) in one reply.
+        """
         start = f"({decode_cursor(cursor)}" if cursor else "+"
         ids: list[str] = await self._calls.command(
             "ZRANGE", index, start, "-", "BYLEX", "REV", "LIMIT", 0, limit + 1
         )
-        rows = await asyncio.gather(
-            *(self._calls.command("HGETALL", self.keys.order(i)) for i in ids[:limit])
-        )
-        orders = [order_json(row) for row in rows if row]  # an id without a hash is skipped
+        keys = [self.keys.order(i) for i in ids[:limit]]
+        texts: list[str] = []
+        if keys:  # an empty page needs no second round trip
+            texts = await self._calls.command("FCALL_RO", "orders_hashes_json", len(keys), *keys)
+        orders = [order_json(row) for row in map(orjson.loads, texts) if row]  # an id without a hash: {}
         return orders, encode_cursor(ids[limit - 1]) if len(ids) > limit else None
 
     async def history(self, order_id: str) -> list[HistoryEntry]:

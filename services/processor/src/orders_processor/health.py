@@ -30,7 +30,7 @@ _COUNTERS = (  # name (after processor_orders_, before _total), field of worker.
     ("commit_failures", "commit_failures", "Failed commits."),
 )
 
-TRANSITIONS = (OrderStatus.PROCESSING, OrderStatus.COMPLETED, OrderStatus.CANCELLED)
+TRANSITIONS = (OrderStatus.PLACED, OrderStatus.PROCESSING, OrderStatus.COMPLETED, OrderStatus.CANCELLED)
 """The statuses the processor moves orders to: exported from the start, at 0."""
 
 

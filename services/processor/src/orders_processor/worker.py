@@ -244,6 +244,8 @@ class Worker:
             self.metrics.abandoned += 1
             return
         status = started.status
+        if started.created:  # the api had not written it through: this call applied PLACED
+            self.metrics.transitioned(OrderStatus.PLACED)
         if started.applied:
             self.metrics.transitioned(OrderStatus.PROCESSING)
         if status is OrderStatus.PROCESSING:
