@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from playwright.async_api import ConsoleMessage, Error, Page, async_playwright
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,51 @@ async def query(urls: Urls) -> AsyncIterator[httpx.AsyncClient]:
 def user_id() -> int:
     """A user no other test (or earlier run against the same stack) has used."""
     return 10**9 + secrets.randbelow(10**12)
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass
+class BrowserPage:
+    """A page of Debian's Chromium (driven by Playwright, no browser download) and what went
+    wrong in it: console errors and uncaught page errors."""
+
+    page: Page
+    problems: list[str]
+
+
+@pytest.fixture
+def chromium() -> str:
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: apt-get install chromium (make test does)"
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser_page(chromium: str) -> AsyncIterator[BrowserPage]:
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text}")
+
+    def on_error(error: Error) -> None:
+        problems.append(f"page error: {error}")
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
+            page.on("console", on_console)
+            page.on("pageerror", on_error)
+            yield BrowserPage(page, problems)
+        finally:
+            await browser.close()

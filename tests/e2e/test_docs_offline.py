@@ -5,35 +5,20 @@ with every request to a host other than this machine aborted and recorded; the p
 for none and still list the service's operations.
 """
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import ConsoleMessage, Error, Route, async_playwright, expect
+from playwright.async_api import Route, expect
+
+from .conftest import BrowserPage
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 DOCS_ROUTES = ("/docs", "/docs/oauth2-redirect")
-
-
-@pytest.fixture
-def chromium() -> str:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium (make test does)"
-    return CHROMIUM
 
 
 @pytest.mark.browser
@@ -42,11 +27,11 @@ def chromium() -> str:
     [("api", "post"), ("query", "get")],
 )
 async def test_swagger_ui_lists_the_operations_with_the_network_cut_off(
-    urls: Any, chromium: str, service: str, method: str
+    urls: Any, browser_page: BrowserPage, service: str, method: str
 ) -> None:
     base = getattr(urls, service)
+    page = browser_page.page
     outside: list[str] = []
-    problems: list[str] = []
 
     async def local_only(route: Route) -> None:
         host = urlsplit(route.request.url).hostname
@@ -56,37 +41,22 @@ async def test_swagger_ui_lists_the_operations_with_the_network_cut_off(
             outside.append(route.request.url)
             await route.abort("internetdisconnected")
 
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            problems.append(f"console: {message.text}")
-
-    def on_error(error: Error) -> None:
-        problems.append(f"page error: {error}")
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
-            await page.route("**/*", local_only)
-            page.on("console", on_console)
-            page.on("pageerror", on_error)
-            response = await page.goto(base + "/docs", wait_until="networkidle")
-            assert response is not None
-            assert response.ok
-            assert outside == [], "Swagger UI asked for something outside this machine"
-            # Swagger UI drew the service's operations from its OpenAPI document.
-            operation = page.locator(f".opblock-{method} .opblock-summary-path[data-path='/api/orders']")
-            await expect(operation).to_be_visible(timeout=30_000)
-            await expect(operation).to_contain_text("/api/orders")
-            assert await page.locator(".opblock").count() >= 3
-            # Its Authorize flow returns to a page of the service's own.
-            redirect = await page.request.get(base + "/docs/oauth2-redirect")
-            assert redirect.ok
-            assert "swaggerUIRedirectOauth2" in await redirect.text()
-        finally:
-            await browser.close()
+    await page.route("**/*", local_only)
+    response = await page.goto(base + "/docs", wait_until="networkidle")
+    assert response is not None
+    assert response.ok
     assert outside == [], "Swagger UI asked for something outside this machine"
-    assert problems == []
+    # Swagger UI drew the service's operations from its OpenAPI document.
+    operation = page.locator(f".opblock-{method} .opblock-summary-path[data-path='/api/orders']")
+    await expect(operation).to_be_visible(timeout=30_000)
+    await expect(operation).to_contain_text("/api/orders")
+    assert await page.locator(".opblock").count() >= 3
+    # Its Authorize flow returns to a page of the service's own.
+    redirect = await page.request.get(base + "/docs/oauth2-redirect")
+    assert redirect.ok
+    assert "swaggerUIRedirectOauth2" in await redirect.text()
+    assert outside == [], "Swagger UI asked for something outside this machine"
+    assert browser_page.problems == []
 
 
 @pytest.mark.parametrize("service", ["api", "query"])

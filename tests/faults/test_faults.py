@@ -26,7 +26,7 @@ from orders_common.models import Order, OrderCreate
 from orders_common.settings import RedisSettings
 from orders_common.store import OrderStore
 from orders_stack import Infra, Stack, free_port
-from orders_stack.ledger import Ledger, audit, place_orders, read_records, settle, until
+from orders_stack.ledger import Ledger, audit, place_orders, read_records, redis_full, settle, until
 from orders_stack.metrics import metric_value
 
 # Each test may restart Kafka (up to 2 min) and wait for its backlog: more than the default limit.
@@ -161,6 +161,41 @@ async def test_redis_killed_mid_load_and_restarted_from_its_aof(rig: Rig) -> Non
     await asyncio.sleep(2)
     await asyncio.to_thread(rig.infra.restart, "redis")
     await rig.verify(await load, refusals_expected=True)
+
+
+async def test_redis_full_mid_load_while_kafka_hangs(rig: Rig) -> None:
+    """Redis full (maxmemory reached, noeviction) for about 5 s mid-load, Kafka hung for 2.5 s
+    of it: every refusal is a 503 with Retry-After (never a 500), readiness says Redis refuses
+    writes, and POSTs without a key answered 503 while Kafka hangs never become orders (the
+    abandon mark is written even into a full Redis)."""
+    ledger = Ledger()
+    load = asyncio.create_task(rig.load(ledger))
+    await until(ledger, COUNT // 3)
+    unkeyed = {"userId": 98, "productName": "no key", "quantity": 1, "price": 5}  # the ledger's: 1-97
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        redis_full(rig.store.redis, rig.store.keys.prefix + "filler"),
+    ):
+        await asyncio.sleep(1)
+        api_ready = await http.get(f"{rig.stack.api_url}/health/ready")
+        processor_ready = await http.get(f"{rig.stack.processor_url}/health/ready")
+        rig.infra.kafka.signal(signal.SIGSTOP)
+        try:
+            refused = await asyncio.gather(
+                *(http.post(f"{rig.stack.api_url}/api/orders", json=unkeyed) for _ in range(10))
+            )
+        finally:
+            rig.infra.kafka.signal(signal.SIGCONT)
+        await asyncio.sleep(1.5)
+    assert [r.status_code for r in refused] == [503] * 10, [r.text for r in refused]
+    for ready in (api_ready, processor_ready):
+        assert ready.status_code == 503
+        assert ready.json()["data"]["redis"].startswith("down: refuses writes (OOM "), ready.text
+    await rig.verify(await load, refusals_expected=True)  # no order lost, doubled or phantom
+    assert not {status for status in ledger.answers if status >= 500} - {503}, ledger.answers
+    assert await rig.store.redis.zcard(rig.store.keys.by_user(98)) == 0, "a 503 became an order"
+    api_log = rig.stack.procs["api"].log_path.read_text(errors="replace")
+    assert "Traceback" not in api_log, "a refusal is one log line, not a traceback"
 
 
 async def test_poison_messages_between_good_ones(rig: Rig) -> None:

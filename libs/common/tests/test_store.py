@@ -216,6 +216,7 @@ FUNCTIONS = {
     "orders_abandon",
     "orders_claim",
     "orders_hashes_json",
+    "orders_stats",
 }
 
 
@@ -240,7 +241,7 @@ async def test_the_library_is_loaded_replacing_any_other(store: OrderStore, uniq
     loaded = await library(store.redis)
     assert loaded["library_code"] == LIBRARY
     assert loaded["functions"] == FUNCTIONS
-    assert loaded["read_only"] == {"orders_hashes_json"}  # the page read, callable with FCALL_RO
+    assert loaded["read_only"] == {"orders_hashes_json", "orders_stats"}  # reads, callable with FCALL_RO
     # Callable by name with FCALL, every key passed as a key.
     key = store.keys.idempotency(1, unique)
     assert await store.redis.fcall("orders_claim", 1, key, "first", 60) is None

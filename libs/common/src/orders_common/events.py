@@ -12,8 +12,8 @@ from .models import (
     Order,
     OrderId,
     OrderStatus,
-    ProductName,
     Quantity,
+    RecordedProductName,
     UserId,
     WireModel,
     new_order_id,
@@ -49,7 +49,7 @@ class OrderPlaced(WireModel):
 
     order_id: OrderId
     user_id: UserId
-    product_name: ProductName
+    product_name: RecordedProductName
     quantity: Quantity
     price: Money
     total_amount: Amount

@@ -7,8 +7,9 @@ the models. It is served without the router: Starlette asks every route in
 turn and FastAPI wraps each call in its exception middleware, exit stacks and
 dependency solving, which on a hot path cost more than the endpoint. Here the
 parameters are validated with FastAPI's own `request_params_to_args` and the
-body with its model's `model_validate_json`, then the endpoint is awaited and
-must return a `Response`.
+body with its model (parsed by `models.load_json_exact`, which keeps every
+number's written decimals and refuses duplicate keys), then the endpoint is
+awaited and must return a `Response`.
 
 What a direct route cannot honour is refused when it is declared (a
 `TypeError`): route dependencies, response-model filtering (the endpoint
@@ -46,6 +47,8 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .models import DuplicateKey, load_json_exact
 
 __all__ = ["DirectRoute", "DirectRoutes", "direct", "include"]
 
@@ -194,11 +197,26 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
         raise HTTPException(415, "Content-Type must be application/json")
+    raw = await request.body()
     try:
-        return model.model_validate_json(await request.body())
+        # Parsed keeping written decimals and refusing duplicate keys (see load_json_exact);
+        # what that parser refuses otherwise, pydantic's reads, with pydantic's answer.
+        data = load_json_exact(raw)
+    except DuplicateKey as exc:
+        error = {"type": "duplicate_key", "loc": ("body",), "msg": str(exc), "input": None}
+        raise RequestValidationError([error]) from None
+    except (ValueError, RecursionError):
+        data = _NOT_PARSED
+    try:
+        if data is _NOT_PARSED:
+            return model.model_validate_json(raw)
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+_NOT_PARSED = object()
 
 
 _Earlier = tuple[re.Pattern[str] | None, list[BaseRoute]]

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar, cast
@@ -11,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
@@ -24,14 +26,19 @@ from .models import ErrorEnvelope, utc_now
 __all__ = [
     "MAX_BODY_BYTES",
     "NO_TELEMETRY",
+    "REDIS_REFUSALS",
     "Check",
     "Checks",
+    "NotReady",
     "OrderIdPath",
     "envelope",
     "field_errors",
     "health_router",
     "install_common",
     "parse_order_id",
+    "redis_error_text",
+    "redis_refusal",
+    "redis_write_check",
     "state_getter",
     "unavailable",
     "validation_failed",
@@ -116,6 +123,60 @@ def field_errors(exc: ValidationError | RequestValidationError) -> list[dict[str
     return errors
 
 
+REDIS_REFUSALS = frozenset(
+    {
+        *("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "NOREPLICAS"),
+        *("TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK"),  # Redis Cluster's
+    }
+)
+"""Error codes of a Redis that refuses a command for a reason of its own, not the client's:
+full (maxmemory with noeviction), a read-only replica, loading its data, busy in a script,
+cut off from its primary or its cluster, or pointing elsewhere (cluster redirections)."""
+
+_PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: \(['\"]", re.DOTALL)
+"""How redis-py's pipelines prefix the message of a command's error."""
+
+
+def redis_error_text(exc: BaseException) -> str:
+    """A Redis error as one readable line, its code first ("OOM command not allowed ..."):
+    redis-py's repr says only "server:OutOfMemoryError", and its pipelines wrap the message."""
+    raw = str(exc.args[0]) if exc.args else ""
+    text, wrapped = _PIPELINE_PREFIX.subn("", raw, count=1)
+    if wrapped:
+        text = text.rstrip(",)'\"")  # the end of the wrapped tuple
+    code = getattr(exc, "status_code", None)  # redis-py strips the codes it knows from the message
+    line = f"{code} {text}" if code and not text.startswith(code) else text
+    return " ".join(line.split()) or type(exc).__name__
+
+
+def redis_refusal(exc: BaseException) -> str | None:
+    """The code (one of REDIS_REFUSALS) when `exc` is Redis refusing a command for a reason
+    of its own; None for any other error (a bug of ours, a wrong type, a script error)."""
+    if not isinstance(exc, RedisError):
+        return None
+    code = redis_error_text(exc).split(" ", 1)[0]
+    return code if code in REDIS_REFUSALS else None
+
+
+class NotReady(Exception):
+    """A readiness check's failure whose message is what `/health/ready` shows after "down: "."""
+
+
+def redis_write_check(probe: Check) -> Check:
+    """Readiness of a service that writes to Redis: `probe` makes a small write; a Redis that
+    refuses it (full, read-only, loading ...) shows as "down: refuses writes (OOM ...)"."""
+
+    async def check() -> None:
+        try:
+            await probe()
+        except RedisError as exc:
+            if redis_refusal(exc) is None:
+                raise
+            raise NotReady(f"refuses writes ({redis_error_text(exc)})") from exc
+
+    return check
+
+
 def validation_failed(exc: ValidationError | RequestValidationError) -> Response:
     return envelope("Validation failed", status_code=400, errors=field_errors(exc))
 
@@ -168,13 +229,22 @@ def install_common(app: FastAPI, cors_origins: str = "") -> None:
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def redis_down(request: Request, exc: Exception) -> Response:
-        log.warning("redis unavailable: %s", exc)
+        log.warning("redis unavailable on %s %s: %s", request.method, request.url.path, redis_error_text(exc))
         return unavailable("The order store is unavailable; try again shortly")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return envelope("Internal server error", status_code=500)
+
+    @app.exception_handler(ResponseError)
+    async def redis_refused(request: Request, exc: Exception) -> Response:
+        # Redis full, read-only, loading, busy, redirecting: not the client's fault and
+        # passing, so a 503 to retry, and one line in the log (no traceback: not a bug).
+        if redis_refusal(exc) is None:
+            return await unexpected(request, exc)  # any other error reply is a bug of ours
+        log.warning("redis refused on %s %s: %s", request.method, request.url.path, redis_error_text(exc))
+        return unavailable("The order store refuses requests for now; try again shortly")
 
     app.add_middleware(DirectRoutes, fastapi=app)  # the first added is the innermost
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=MAX_BODY_BYTES)
@@ -209,13 +279,21 @@ def health_router(checks: Checks, timeout: float = 2.0) -> APIRouter:
         outcomes = await asyncio.gather(
             *(asyncio.wait_for(wanted[name](), timeout) for name in names), return_exceptions=True
         )
-        status = {
-            name: "ok" if not isinstance(outcome, BaseException) else f"down: {outcome!r}"
-            for name, outcome in zip(names, outcomes, strict=True)
-        }
+        status = {name: _health(outcome) for name, outcome in zip(names, outcomes, strict=True)}
         if all(value == "ok" for value in status.values()):
             return envelope("ready", status)
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return envelope("not ready", status, status_code=503, headers=headers)
 
     return router
+
+
+def _health(outcome: object) -> str:
+    """One check's line in `/health/ready`: "ok", or "down: " and why."""
+    if not isinstance(outcome, BaseException):
+        return "ok"
+    if isinstance(outcome, NotReady):
+        return f"down: {outcome}"
+    if isinstance(outcome, RedisError):  # its repr names only the class
+        return f"down: {type(outcome).__name__}: {redis_error_text(outcome)}"
+    return f"down: {outcome!r}"

@@ -40,6 +40,10 @@ class Keys:
         """String: the order an `Idempotency-Key` of a user placed, with the request's fingerprint."""
         return f"{self.prefix}idempotency:{user_id}:{key_digest}"
 
+    def health(self, service: str) -> str:
+        """String with a TTL: a service's readiness probe writes its time here (Redis takes writes)."""
+        return f"{self.prefix}health:{service}"
+
     @property
     def updates(self) -> str:
         """Stream: one entry per transition, capped in length, for live clients."""

@@ -1,8 +1,10 @@
 """Wire models: what clients send and get back, in the tutorial's camelCase JSON."""
 
+import json
 import os
 import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
@@ -19,6 +21,7 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import from_json
 
 __all__ = [
     "MAX_BATCH",
@@ -26,6 +29,7 @@ __all__ = [
     "MAX_PRICE",
     "MAX_USER_ID",
     "Amount",
+    "DuplicateKey",
     "Envelope",
     "ErrorDetail",
     "ErrorEnvelope",
@@ -41,7 +45,9 @@ __all__ = [
     "PageQuery",
     "ProductName",
     "Quantity",
+    "RecordedProductName",
     "UserId",
+    "load_json_exact",
     "new_order_id",
     "order_json",
     "total_amount",
@@ -107,18 +113,34 @@ def total_amount(price: Decimal, quantity: int) -> Decimal:
 
 # Character classes written once, for Python's `re` and for JSON Schema (ECMA-262) alike.
 _CONTROL = r"\x00-\x1f\x7f-\x9f"
+_BIDI = r"\u202a-\u202e\u2066-\u2069"
+"""Bidirectional embeddings, overrides and isolates: they reorder how the text around them
+shows (a name shown reversed). The marks U+200E, U+200F and U+061C stay allowed: right-to-left
+names need them and they reorder nothing, but they are not visible (see _printable)."""
 _SPACE = r"\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-PRINTABLE_PATTERN = rf"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*$"
-"""Text without control characters and not blank (whitespace alone)."""
+PRINTABLE_PATTERN = rf"^[^{_CONTROL}{_BIDI}]*[^{_CONTROL}{_BIDI}{_SPACE}][^{_CONTROL}{_BIDI}]*$"
+"""Text without control characters or bidirectional controls, and not whitespace alone. Looser
+than `_printable`, which also wants a visible character: JSON Schema patterns have no Unicode
+categories, so the schema may accept a name the API refuses, never the other way round."""
 _HAS_CONTROL = re.compile(rf"[{_CONTROL}]")
-_HAS_VISIBLE = re.compile(rf"[^{_CONTROL}{_SPACE}]")
+_HAS_BIDI = re.compile(rf"[{_BIDI}]")
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Mn", "Mc", "Me", "Zs", "Zl", "Zp"})
+"""Controls, format characters (zero-width, joiners, marks), combining marks and separators."""
+_FILLERS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+"""Letters that show as blank space: the Hangul fillers and the blank Braille pattern."""
+
+
+def _visible(char: str) -> bool:
+    return char not in _FILLERS and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
 
 
 def _printable(value: str) -> str:
     if _HAS_CONTROL.search(value):
         raise ValueError("must not contain control characters")
-    if not _HAS_VISIBLE.search(value):
-        raise ValueError("must not be blank")
+    if _HAS_BIDI.search(value):
+        raise ValueError("must not contain bidirectional embeddings, overrides or isolates")
+    if not any(map(_visible, value)):
+        raise ValueError("must not be blank (no visible character)")
     return value
 
 
@@ -136,12 +158,49 @@ Money = Annotated[Amount, Field(ge=CENT, le=MAX_PRICE, decimal_places=2, allow_i
 def _json_number(value: object) -> Decimal:
     """A JSON number as an exact decimal; strings and booleans are not numbers.
 
-    A float's shortest repr is the decimal the client wrote whenever it has at
-    most 15 significant digits, which every valid price has (see MAX_PRICE).
+    The direct routes (fastpath) parse bodies keeping every number's written
+    decimals, so a price comes as the Decimal the client wrote, and 1.0000000000000001
+    fails "at most two decimals" instead of passing as the float 1.0. A float (a body
+    parsed by pydantic) is read by its shortest repr: the decimal the client wrote
+    whenever it has at most 15 significant digits, as every valid price has.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError("must be a JSON number")
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+class DuplicateKey(ValueError):
+    """A JSON object that names a key twice: refused rather than let the last one win."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}: each key may appear once in an object")
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def load_json_exact(raw: bytes) -> Any:
+    """A JSON body as Python values, keeping what pydantic's JSON parser loses: numbers with a
+    fraction or an exponent as the exact Decimal written, and DuplicateKey for an object that
+    names a key twice (in any object of the body).
+
+    ValueError for anything else that is not JSON pydantic would read: invalid UTF-8, a
+    syntax error, an integer too long for `int`, a lone surrogate in an escape (`from_json`
+    checks those, only when the text has an escape). Validate the result in Python mode.
+    """
+    text = raw.decode()
+    if "\\u" in text:
+        from_json(raw)
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_float=Decimal)
 
 
 def _canonical_uuid(value: str) -> str:
@@ -158,13 +217,19 @@ ProductName = Annotated[
     Field(
         min_length=1,
         max_length=200,
-        description="1 to 200 characters, not blank, no control characters.",
+        description="1 to 200 characters (code points), with a visible character (not only spaces, "
+        "zero-width or combining characters or fillers), no control characters, no bidirectional "
+        "embeddings, overrides or isolates. The pattern cannot express 'visible' (JSON Schema has no "
+        "Unicode categories), so the API refuses some names the pattern lets through.",
         json_schema_extra={"pattern": PRINTABLE_PATTERN},
     ),
     AfterValidator(_printable),
 ]
 Quantity = Annotated[int, Field(ge=1, le=1000, description="1 to 1000 items.")]
 OrderId = Annotated[str, AfterValidator(_canonical_uuid), Field(json_schema_extra={"format": "uuid"})]
+RecordedProductName = Annotated[str, Field(min_length=1, max_length=200)]
+"""A product name in an event the api already accepted: the api's rules may have been looser
+when it did, and an accepted order must never be refused later (dead-lettered)."""
 
 
 class WireModel(BaseModel):

@@ -116,16 +116,23 @@ end)
 -- applied. All or nothing, for the events of one batch (a Kafka transaction) as for one.
 -- KEYS: per order, its hash and its abandoned-event set; ARGV[1] ttl, ARGV[2..] event ids
 -- Returns 1 when an order exists, 0 when every event is now abandoned.
-redis.register_function('orders_abandon', function(keys, args)
-  for i = 1, #keys, 2 do
-    if redis.call('EXISTS', keys[i]) == 1 then return 1 end
-  end
-  for i = 1, #keys, 2 do
-    redis.call('SADD', keys[i + 1], args[(i + 1) / 2 + 1])
-    redis.call('EXPIRE', keys[i + 1], args[1])
-  end
-  return 0
-end)
+-- allow-oom: Redis runs it, and its writes, even when full (maxmemory reached, noeviction),
+-- where it refuses every other write: the api's 503 then stays true. Its writes are tiny (a
+-- set member with a TTL per event), so going a little over maxmemory for them is harmless.
+redis.register_function{
+  function_name = 'orders_abandon',
+  callback = function(keys, args)
+    for i = 1, #keys, 2 do
+      if redis.call('EXISTS', keys[i]) == 1 then return 1 end
+    end
+    for i = 1, #keys, 2 do
+      redis.call('SADD', keys[i + 1], args[(i + 1) / 2 + 1])
+      redis.call('EXPIRE', keys[i + 1], args[1])
+    end
+    return 0
+  end,
+  flags = {'allow-oom'},
+}
 
 -- orders_hashes_json: the page read's second step (OrderStore.page): the orders of a page of
 -- ids, in one reply. Read-only (no-writes), so callable with FCALL_RO, on a replica too.
@@ -149,3 +156,25 @@ redis.register_function('orders_claim', function(keys, args)
   redis.call('SET', keys[1], args[1], 'EX', args[2])
   return false
 end)
+
+-- orders_stats: the dashboard's numbers (OrderStore.stats) in one read-only call, so one request
+-- is one round trip and a bounded amount of work: the store sends at most 301 bounds.
+-- KEYS[1] update stream, KEYS[2] all-orders index, KEYS[3..] status indexes
+-- ARGV: lex bounds in increasing order; second i counts the ids from ARGV[i] (included) to
+-- ARGV[i + 1] (excluded), as ids are UUIDv7 that sort by creation time.
+-- Returns {the stream's newest position (false when empty), {orders per status index, in
+-- KEYS order}, {orders per second}}.
+redis.register_function{
+  function_name = 'orders_stats',
+  callback = function(keys, args)
+    local newest = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
+    local counts = {}
+    for i = 3, #keys do counts[i - 2] = redis.call('ZCARD', keys[i]) end
+    local per_second = {}
+    for i = 1, #args - 1 do
+      per_second[i] = redis.call('ZLEXCOUNT', keys[2], '[' .. args[i], '(' .. args[i + 1])
+    end
+    return {newest[1] and newest[1][1] or false, counts, per_second}
+  end,
+  flags = {'no-writes'},
+}

@@ -7,13 +7,22 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import uvicorn
 
+from .limits import HttpLimits, limited_protocol
 from .metrics import MULTIPROCESS_DIR_ENV
+from .settings import HttpSettings
 
-__all__ = ["configure_logging", "freeze_startup_heap", "metrics_directory", "serve"]
+__all__ = [
+    "configure_logging",
+    "freeze_startup_heap",
+    "http_limits",
+    "http_options",
+    "metrics_directory",
+    "serve",
+]
 
 
 class ServedSettings(Protocol):
@@ -71,9 +80,36 @@ def metrics_directory(workers: int) -> Iterator[str | None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def http_limits(settings: object) -> HttpLimits:
+    """The connection limits of `settings` (an HttpSettings; anything else: HttpSettings read
+    from the environment)."""
+    http = settings if isinstance(settings, HttpSettings) else HttpSettings()
+    return HttpLimits(
+        header_timeout=http.http_header_timeout_s,
+        idle_timeout=http.http_idle_timeout_s,
+        max_header_bytes=http.http_max_header_bytes,
+        max_connections=http.http_max_connections,
+    )
+
+
+def http_options(settings: object) -> dict[str, Any]:
+    """uvicorn options every HTTP server of the project uses (`uvicorn.run` or `uvicorn.Config`):
+    httptools with the limits of `settings` (see orders_common.limits). uvicorn's own
+    `limit_concurrency` is not used: it answers plain text and, once over, refuses requests on
+    every connection (and counts running requests, so long-lived streams), where the limit here
+    refuses only new connections."""
+    limits = http_limits(settings)
+    return {
+        "http": limited_protocol(limits),
+        # The protocol sets the idle timeout itself (uvicorn takes whole seconds); kept in step.
+        "timeout_keep_alive": max(1, round(limits.idle_timeout)),
+    }
+
+
 def serve(factory: str, settings: ServedSettings, port: int, workers: int = 1) -> None:
-    """Serve `module:function` (an app factory) with uvloop and httptools; `workers` > 1
-    processes share the port and their metrics (see `metrics_directory`)."""
+    """Serve `module:function` (an app factory) with uvloop and httptools, with the connection
+    limits of `settings` (see `http_options`); `workers` > 1 processes share the port and their
+    metrics (see `metrics_directory`)."""
     configure_logging(settings.log_level)
     with metrics_directory(workers):
         uvicorn.run(
@@ -83,7 +119,7 @@ def serve(factory: str, settings: ServedSettings, port: int, workers: int = 1) -
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            **http_options(settings),
             log_level=settings.log_level.lower(),
             access_log=False,
             proxy_headers=False,  # nothing reads the client's address

@@ -43,3 +43,28 @@ class RedisSettings(_Base):
 
 class HttpSettings(_Base):
     bind_host: str = Field("127.0.0.1", description="Address the HTTP servers listen on.")
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request head (request line and headers) not complete this long after the "
+        "connection opened, or after the previous response on it ended, gets 408 and the "
+        "connection is closed; bytes trickling in do not extend it.",
+    )
+    http_idle_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="A connection that sends nothing this long, from its start or from the end "
+        "of its previous response (keep-alive), is closed.",
+    )
+    http_max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest request head (request target plus header names and values); a "
+        "larger one gets 431 and is not read further.",
+    )
+    http_max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Open connections one server process keeps at most; a connection beyond it "
+        "gets 503 with Retry-After and is closed.",
+    )

@@ -33,7 +33,7 @@ from .keys import Keys
 from .lifecycle import ALLOWED_FROM, TIME_FIELD
 from .models import HistoryEntry, Order, OrderStatus, order_json, utc_now
 from .settings import RedisSettings
-from .stream import newest_position
+from .stream import START
 
 __all__ = [
     "LIBRARY",
@@ -239,6 +239,8 @@ class OrderStore:
         may still land later, and this keeps its 503 true. Returns True when an
         order already exists (Kafka held the events after all), False once
         every event is abandoned. `ttl_s` must outlast any retry by the producer.
+        The function is flagged allow-oom: a full Redis (maxmemory, noeviction)
+        still takes the mark; only an unreachable one cannot.
         """
         keys = [
             key
@@ -263,6 +265,12 @@ class OrderStore:
             return Claim(order, fingerprint, first=True)
         stored = orjson.loads(previous)
         return Claim(Order.model_validate(stored["order"]), stored["fingerprint"], first=False)
+
+    async def check_writes(self, service: str, ttl_ms: int = 10_000) -> None:
+        """Readiness: one small write (`service`'s time under keys.health, expiring after
+        `ttl_ms`). Raises the RedisError of a Redis that refuses writes: full (OOM), a
+        read-only replica, loading; a PING would answer in all those cases."""
+        await self.redis.set(self.keys.health(service), utc_now(), px=ttl_ms)
 
     async def get(self, order_id: str) -> Order | None:
         fields = await self._calls.command("HGETALL", self.keys.order(order_id))
@@ -298,22 +306,27 @@ class OrderStore:
         entries = await self._calls.command("LRANGE", self.keys.history(order_id), 0, -1)
         return [HistoryEntry.model_validate_json(entry) for entry in entries]
 
+    MAX_STATS_SECONDS = 300
+    """The longest window `stats` counts: it bounds what one call costs Redis."""
+
     async def stats(self, since_ms: int, seconds: int) -> Stats:
-        """Orders per status, orders created per second since `since_ms`, and the stream's head."""
-        k = self.keys
+        """Orders per status, orders created in each of `seconds` seconds (at most
+        MAX_STATS_SECONDS) from `since_ms` on, and the stream's head.
+
+        One read-only function call (orders_stats) through the batcher: one round trip, a
+        ZLEXCOUNT per second on the server. Every key it reads is passed as a key.
+        """
+        if not 1 <= seconds <= self.MAX_STATS_SECONDS:
+            raise ValueError(f"seconds must be 1 to {self.MAX_STATS_SECONDS}")
 
         def bound(ms: int) -> str:  # ids with a smaller time sort before it
             prefix = f"{ms:012x}"
             return f"{prefix[:8]}-{prefix[8:]}"
 
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for status in _STATUSES:
-                pipe.zcard(k.by_status(status))
-            for i in range(seconds):
-                start = since_ms + i * 1000
-                pipe.zlexcount(k.all_orders, f"[{bound(start)}", f"({bound(start + 1000)}")
-            pipe.xrevrange(k.updates, count=1)
-            *numbers, newest = await pipe.execute()
-        counts = dict(zip(_STATUSES, (int(n) for n in numbers[: len(_STATUSES)]), strict=True))
-        per_second = [int(n) for n in numbers[len(_STATUSES) :]]
-        return Stats(counts, per_second, newest_position(newest))
+        keys = [self.keys.updates, self.keys.all_orders, *self._status_keys]
+        bounds = [bound(since_ms + i * 1000) for i in range(seconds + 1)]
+        newest, numbers, per_second = await self._calls.command(
+            "FCALL_RO", "orders_stats", len(keys), *keys, *bounds
+        )
+        counts = dict(zip(_STATUSES, (int(n) for n in numbers), strict=True))
+        return Stats(counts, [int(n) for n in per_second], str(newest) if newest else START)

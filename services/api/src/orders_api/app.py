@@ -2,12 +2,13 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
 from orders_common.docs import install_docs
 from orders_common.fastpath import include
-from orders_common.http import NO_TELEMETRY, health_router, install_common
+from orders_common.http import NO_TELEMETRY, health_router, install_common, redis_write_check
 from orders_common.metrics import RequestMetrics, ServiceMetrics
 from orders_common.serving import freeze_startup_heap
 from orders_common.store import OrderStore
@@ -55,8 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_common(app, app.state.settings.cors_origins)
     app.state.metrics = metrics = ServiceMetrics("api")
     app.add_middleware(RequestMetrics, metrics=metrics)
+    # Redis is ready when it takes a write: a full or read-only Redis still answers PING.
     health = health_router(
-        lambda request: {"kafka": get_publisher(request).check, "redis": get_store(request).redis.ping}
+        lambda request: {
+            "kafka": get_publisher(request).check,
+            "redis": redis_write_check(partial(get_store(request).check_writes, "api")),
+        }
     )
     # Health last: routes registered before a direct route are asked first on every request.
     include(app, home.router, orders.router, health, metrics.router())

@@ -7,7 +7,7 @@ import signal
 import uvicorn
 import uvloop
 
-from orders_common.serving import configure_logging, freeze_startup_heap
+from orders_common.serving import configure_logging, freeze_startup_heap, http_options
 from orders_common.store import OrderStore
 
 from .health import HealthServer, create_health_app
@@ -35,6 +35,7 @@ async def run(settings: Settings) -> None:
             lifespan="off",
             log_level="warning",
             access_log=False,
+            **http_options(settings),
         )
     )
     health_task = asyncio.create_task(health.serve())

@@ -9,7 +9,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
-from orders_common.http import NO_TELEMETRY, health_router, install_common
+from orders_common.http import NO_TELEMETRY, health_router, install_common, redis_write_check
 from orders_common.metrics import RequestMetrics, ServiceMetrics
 from orders_common.models import OrderStatus
 
@@ -71,7 +71,8 @@ def create_health_app(worker: Worker, redis: Redis | None = None) -> FastAPI:
     if redis is not None:
         metrics.watch_redis(redis)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    app.include_router(health_router(lambda request: {"kafka+redis": worker.ready}))
+    redis_ready = redis_write_check(worker.redis_ready)  # "down: refuses writes (OOM ...)" when full
+    app.include_router(health_router(lambda request: {"kafka": worker.kafka_ready, "redis": redis_ready}))
     app.include_router(metrics.router())
     return app
 

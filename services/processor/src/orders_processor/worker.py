@@ -94,6 +94,8 @@ class Worker:
         self._room = asyncio.Event()
         self._room.set()
         self._commit_lock = asyncio.Lock()
+        self._late_commit: asyncio.Task[None] | None = None
+        """A commit that outlived its wait (Kafka away), left to end in the background."""
         self.metrics = Metrics()
 
     # -- lifecycle -----------------------------------------------------------
@@ -131,12 +133,16 @@ class Worker:
                 stop_bounded(consumer, "consumer stop"), stop_bounded(dlq, "dead-letter producer stop")
             )
 
-    async def ready(self) -> None:
-        """Readiness: Kafka answers a metadata request and Redis a PING."""
+    async def kafka_ready(self) -> None:
+        """Kafka answers a metadata request."""
         if self._consumer is None:
             raise RuntimeError("consumer not started")
         await self._consumer.topics()
-        await self._store.redis.ping()
+
+    async def redis_ready(self) -> None:
+        """Redis takes a small write (a full or read-only Redis still answers a PING, but the
+        processor could write nothing)."""
+        await self._store.check_writes("processor")
 
     async def _consume(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -295,11 +301,12 @@ class Worker:
             except _TRANSIENT as exc:
                 self.metrics.retries += 1
                 log.warning(
-                    "retrying %s[%d]@%d in %.2fs: %r",
+                    "retrying %s[%d]@%d in %.2fs: %s: %s",
                     record.topic,
                     record.partition,
                     record.offset,
                     backoff,
+                    type(exc).__name__,
                     exc,
                 )
                 await asyncio.sleep(backoff)
@@ -337,15 +344,34 @@ class Worker:
             if not ready:
                 return
             offsets = {tp: offset for tp, (_, offset) in ready.items()}
+            if self._late_commit is not None and not self._late_commit.done():
+                # Never two commits at once: the late one could land after, and undo, this one.
+                self.metrics.commit_failures += 1
+                log.warning("commit skipped: the previous one still waits for Kafka")
+                return
+            # Not cancelled when the wait runs out: aiokafka shields the request inside a
+            # task of its own, and cancelling the commit would leave that task's failure
+            # (UnknownMemberIdError once the group dropped us while Kafka was paused)
+            # unretrieved. It ends in the background, its outcome logged by _late_commit_done.
+            commit = asyncio.create_task(self._consumer.commit(offsets))
             try:
                 # Bounded: aiokafka retries a commit for as long as Kafka does not answer.
-                await asyncio.wait_for(self._consumer.commit(offsets), _COMMIT_TIMEOUT)
-            except (KafkaError, TimeoutError) as exc:
+                await asyncio.wait({commit}, timeout=_COMMIT_TIMEOUT)
+            finally:
+                if not commit.done():
+                    self._late_commit = commit
+                    commit.add_done_callback(_late_commit_done)
+            exc: BaseException | None = TimeoutError("no answer from Kafka")
+            if commit.done() and not commit.cancelled():
+                exc = commit.exception()
+            if isinstance(exc, KafkaError | TimeoutError):
                 # Kafka is away or a rebalance took the partitions: the records are
                 # re-delivered and replayed idempotently, never skipped.
                 self.metrics.commit_failures += 1
                 log.warning("commit failed: %r", exc)
                 return
+            if exc is not None:
+                raise exc
             for tracker, offset in ready.values():
                 tracker.committed(offset)
             self.metrics.commits += 1
@@ -364,6 +390,17 @@ class Worker:
             self._offsets.pop(tp, None)
             self._tasks.pop(tp, None)
         self.metrics.assigned -= partitions
+
+
+def _late_commit_done(commit: "asyncio.Task[None]") -> None:
+    """Retrieves the outcome of a commit that outlived its wait; its offsets were not marked
+    committed, so the next commit sends them again."""
+    if commit.cancelled():
+        return
+    if (exc := commit.exception()) is not None:
+        log.warning("a commit that outlived its wait failed (its records will be re-delivered): %r", exc)
+    else:
+        log.info("a commit that outlived its wait landed")
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -79,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "asyncio_tasks", "Tasks in the event loop of the process that answers (per worker).", _task_count
     )
     app.add_middleware(RequestMetrics, metrics=metrics)
+    # The query service only reads, and a full (OOM) or read-only Redis still serves plain
+    # reads: so a PING, not the write probe of the api and the processor. (Its reads queued
+    # in MULTI are refused while Redis is full: those requests answer 503.)
     health = health_router(lambda request: {"redis": get_store(request).redis.ping})
     # Routes registered before a direct route are asked first on every request to it:
     # the live routes go first (their paths overlap the order's), health and assets last.

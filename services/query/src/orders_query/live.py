@@ -70,9 +70,10 @@ def snapshot_frame(snapshot: Snapshot) -> bytes:
 
 
 def reset_frame(stale: str, position: str | None) -> bytes:
-    """Tells the client that the stream no longer holds what follows `stale`."""
+    """Tells the client that the stream cannot give what follows `stale` (trimmed, or ahead)."""
     data = {
-        "message": "The update stream no longer holds this position: re-read the order(s); "
+        "message": "The update stream does not hold this position (trimmed, or never handed out): "
+        "re-read the order(s); "
         "the events that follow continue from the current state.",
         "lastEventId": stale,
     }
@@ -287,21 +288,19 @@ class LiveStream:
             self.hub.metrics.open_streams.dec()
 
     async def _catch_up(self) -> AsyncIterator[Event | bytes]:
-        """Entries after `last` up to the subscription's start, from Redis; a reset if trimmed."""
+        """Entries after `last` up to the subscription's start, from Redis; a reset if trimmed,
+        or if `last` is ahead of the stream (a position it never handed out: followed as it
+        is, it would filter out every event to come)."""
         until = self.sub.start
+        if position_key(self.last) > position_key(until):
+            # Ahead of the hub, which may lag the stream: ask the stream itself (None if ahead).
+            if await self.stream.updates_after(self.last, self.last, 1) is None:
+                yield await self._reset(until)
+            return
         while position_key(self.last) < position_key(until):
             page = await self.stream.updates_after(self.last, until, 500)
             if page is None:
-                self.hub.metrics.resets.inc()
-                stale = self.last
-                if self.order_id is None:
-                    self.last = until
-                    yield reset_frame(stale, until)
-                else:
-                    snapshot = await self.stream.snapshot(self.order_id)
-                    self.last = snapshot.position or snapshot.head
-                    self.done = snapshot.order is not None and snapshot.order.status.is_final
-                    yield reset_frame(stale, None) + snapshot_frame(snapshot)
+                yield await self._reset(until)
                 return
             if not page:
                 break
@@ -314,6 +313,19 @@ class LiveStream:
                     yield event
         if position_key(self.last) < position_key(until):
             self.last = until
+
+    async def _reset(self, until: str) -> bytes:
+        """The reset for a position the stream cannot continue from: on the feed, continue
+        from `until`; on an order's stream, from the order as it is now (sent after it)."""
+        self.hub.metrics.resets.inc()
+        stale = self.last
+        if self.order_id is None:
+            self.last = until
+            return reset_frame(stale, until)
+        snapshot = await self.stream.snapshot(self.order_id)
+        self.last = snapshot.position or snapshot.head
+        self.done = snapshot.order is not None and snapshot.order.status.is_final
+        return reset_frame(stale, None) + snapshot_frame(snapshot)
 
     def finished(self) -> bool:
         return self.done

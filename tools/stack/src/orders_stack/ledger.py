@@ -10,21 +10,24 @@ history in order and without repeats; nothing unacknowledged exists.
 """
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
 from orders_common.models import OrderStatus
 from orders_common.store import OrderStore
 
-__all__ = ["Audit", "Ledger", "audit", "place_orders", "read_records", "settle", "until"]
+__all__ = ["Audit", "Ledger", "audit", "place_orders", "read_records", "redis_full", "settle", "until"]
 
 EXPECTED_HISTORY = {
     OrderStatus.COMPLETED: [OrderStatus.PLACED, OrderStatus.PROCESSING, OrderStatus.COMPLETED],
@@ -125,6 +128,35 @@ async def place_orders(
         for _ in range(concurrency):
             clients.create_task(client(http))
     return ledger
+
+
+@contextlib.asynccontextmanager
+async def redis_full(redis: "Redis", filler_key: str, headroom: int = 1 << 20) -> AsyncIterator[None]:
+    """Redis full while inside, as in production with `maxmemory-policy noeviction`: maxmemory
+    just above the memory in use (`headroom` bytes), filled up by `filler_key`, so Redis
+    refuses every write that may grow memory (OOM). On the way out the limit goes back to
+    what it was and the filler is deleted."""
+    before = cast(dict[str, str], await redis.config_get("maxmemory*"))
+    try:
+        await redis.config_set("maxmemory-policy", "noeviction")
+        await redis.config_set("maxmemory", await _used_memory(redis) + headroom)
+        # In small pieces: a command's own bytes count as used memory before it runs.
+        chunk = "x" * (64 << 10)
+        with contextlib.suppress(OutOfMemoryError):
+            for _ in range(2 * headroom // len(chunk) + 1):
+                await redis.rpush(filler_key, chunk)
+        # Then the limit a little below the memory in use: buffers Redis frees meanwhile
+        # (a client's query buffer, say) must not make room again.
+        await redis.config_set("maxmemory", await _used_memory(redis) - 4 * len(chunk))
+        yield
+    finally:
+        await redis.config_set("maxmemory", before["maxmemory"])
+        await redis.config_set("maxmemory-policy", before["maxmemory-policy"])
+        await redis.delete(filler_key)
+
+
+async def _used_memory(redis: "Redis") -> int:
+    return int((await redis.info("memory"))["used_memory"])
 
 
 async def until(ledger: Ledger, acked: int, timeout: float = 120) -> None:

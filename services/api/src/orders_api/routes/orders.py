@@ -30,7 +30,7 @@ from starlette.responses import Response
 
 from orders_common.events import encode_cancelled, encode_placed
 from orders_common.fastpath import direct
-from orders_common.http import OrderIdPath, envelope, parse_order_id, unavailable
+from orders_common.http import OrderIdPath, envelope, parse_order_id, redis_error_text, unavailable
 from orders_common.models import (
     MAX_BATCH,
     Envelope,
@@ -215,7 +215,9 @@ async def _publish_placed(
         await store.create_all([(o, event_id) for o, (_, event_id) in zip(orders, events, strict=True)], data)
     except RedisError as exc:
         log.warning(
-            "%d orders in Kafka but not yet readable (the processor writes them): %r", len(orders), exc
+            "%d orders in Kafka but not yet readable (the processor writes them): %s",
+            len(orders),
+            redis_error_text(exc),
         )
     return None
 
@@ -225,10 +227,12 @@ async def _abandon(store: OrderStore, settings: Settings, events: list[tuple[str
     try:
         return await store.abandon(events, settings.abandoned_event_ttl_s)
     except RedisError as exc:
+        # The mark is allow-oom (a full Redis takes it): this is Redis unreachable or refusing
+        # for another reason, the documented limit of the 503's promise.
         log.error(
-            "cannot mark %d events abandoned (%r); if Kafka took them, they will still be applied: %s",
+            "cannot mark %d events abandoned (%s); if Kafka took them, they will still be applied: %s",
             len(events),
-            exc,
+            redis_error_text(exc),
             events[:3],
         )
         return False

@@ -243,10 +243,32 @@
 
   // --- the order form ----------------------------------------------------------------------
 
+  // The api's productName rule, checked before sending: 1 to 200 characters counted as code
+  // points (`[...name]`, not UTF-16 units, so 200 emoji fit), no control characters, no
+  // bidirectional embeddings, overrides or isolates, and a visible character: not only
+  // separators, format or combining characters, surrogates or the blank-looking fillers.
+  const NAME_FORBIDDEN = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;
+  const NAME_INVISIBLE = /^[\p{Z}\p{Cc}\p{Cf}\p{Cs}\p{M}\u115f\u1160\u2800\u3164\uffa0]*$/u;
+
+  function nameProblem(name) {
+    const length = [...name].length;
+    if (length < 1 || length > 200) return `must be 1 to 200 characters (it has ${length})`;
+    if (NAME_FORBIDDEN.test(name)) return "must not contain control characters or bidirectional controls";
+    if (NAME_INVISIBLE.test(name)) return "must not be blank (no visible character)";
+    return null;
+  }
+
   async function place(event) {
     event.preventDefault();
     const form = event.target;
     const result = $("result");
+    const problem = nameProblem(form.productName.value);
+    if (problem) {
+      result.className = "result error";
+      delete result.dataset.orderId;
+      result.textContent = `productName: ${problem}`;
+      return;
+    }
     const body = {
       userId: Number(form.userId.value),
       productName: form.productName.value,

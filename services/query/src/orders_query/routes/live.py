@@ -40,8 +40,8 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`text/event-stream`: one event per transition (`event` = the status, "
         "`data` = the order as of that transition, `id` = its position in the update stream); "
-        "comment lines as heartbeats; `event: reset` when the stream no longer holds the position "
-        "the client resumes from.",
+        "comment lines as heartbeats; `event: reset` when the stream does not hold the position "
+        "the client resumes from: trimmed by the cap, or ahead of the stream (never handed out).",
         "content": {"text/event-stream": {}},
     },
     # Errors come before any event: a JSON envelope, as everywhere else.
@@ -140,7 +140,7 @@ async def order_events(
     elif (
         order is not None
         and order.status.is_final
-        and position_key(snapshot.position or START) <= position_key(after)
+        and position_key(snapshot.position or START) <= position_key(after) <= position_key(snapshot.head)
     ):
         stream.close()  # 204 also tells a browser's EventSource to stop reconnecting
         return Response(status_code=204)

@@ -18,7 +18,7 @@ from orders_common.models import (
     OrderStatus,
     PageQuery,
 )
-from orders_common.store import InvalidCursor
+from orders_common.store import InvalidCursor, OrderStore
 
 from ..deps import StoreDep
 
@@ -86,11 +86,22 @@ async def status_orders(
 )
 async def stats(
     store: StoreDep,
-    seconds: Annotated[int, Query(ge=1, le=3600, description="How many seconds of rate.")] = 300,
+    seconds: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=OrderStore.MAX_STATS_SECONDS,
+            description=f"How many seconds of rate: 1 to {OrderStore.MAX_STATS_SECONDS} (400 beyond).",
+        ),
+    ] = 300,
 ) -> Response:
     """`counts` per status, `perSecond` (orders created in each second, oldest first,
     the first starting at `since`, epoch milliseconds), `now` (the server's clock) and
-    `position`: follow `/api/orders/events` from it to keep the numbers current."""
+    `position`: follow `/api/orders/events` from it to keep the numbers current.
+
+    The window is at most 300 seconds (the dashboard's), so that one request costs Redis
+    one round trip and a bounded amount of work, like a page read; for a longer series,
+    keep the numbers current from the live feed."""
     now = int(time.time() * 1000)
     since = now // 1000 * 1000 - (seconds - 1) * 1000
     result = await store.stats(since, seconds)

@@ -1,0 +1,61 @@
+"""A commit that outlives its wait (Kafka paused) must not leave 'Task exception was never
+retrieved' behind: aiokafka shields the commit request in a task of its own."""
+
+import asyncio
+import gc
+import logging
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, UnknownMemberIdError
+from redis.asyncio import Redis
+
+from orders_common.keys import Keys
+from orders_common.store import OrderStore
+from orders_processor import worker as worker_module
+from orders_processor.offsets import PartitionOffsets
+from orders_processor.settings import Settings
+from orders_processor.worker import Worker
+
+
+class PausedKafka:
+    """commit() as aiokafka's coordinator does it: the request shielded in a task of its own,
+    answered (UnknownMemberIdError: the group dropped us meanwhile) only after `pause`."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+
+    async def _request(self) -> None:
+        await asyncio.sleep(self.pause)
+        raise UnknownMemberIdError()
+
+    async def commit(self, offsets: Any) -> None:
+        try:
+            await asyncio.shield(self._request())
+        except UnknownMemberIdError as exc:
+            raise CommitFailedError("group rebalanced") from exc
+
+
+async def test_a_commit_that_outlives_its_wait_leaves_no_unretrieved_exception(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    unretrieved: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: unretrieved.append(context))
+    monkeypatch.setattr(worker_module, "_COMMIT_TIMEOUT", 0.05)
+    worker = Worker(Settings(processor_commit_lag_ms=0), OrderStore(Redis(), Keys("test:late:")))
+    worker._consumer = PausedKafka(0.2)  # type: ignore[assignment]
+    tracker = PartitionOffsets()
+    tracker.started(0)
+    tracker.finished(0, at=0.0)
+    worker._offsets[TopicPartition("orders", 0)] = tracker
+    with caplog.at_level(logging.INFO):
+        await worker._commit()
+        assert worker.metrics.commit_failures == 1
+        await worker._commit()  # skipped while the first is still out
+        assert worker.metrics.commit_failures == 2
+        await asyncio.sleep(0.4)
+        gc.collect()
+        await asyncio.sleep(0)
+    assert unretrieved == []
+    assert "outlived its wait failed" in caplog.text
