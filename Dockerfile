@@ -26,12 +26,12 @@ ARG PORT
 RUN groupadd --system --gid 10001 orders \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin orders
 COPY --from=build /opt/venv /opt/venv
-# The service reads its port from API_PORT, QUERY_PORT or PROCESSOR_PORT (default: PORT); the
-# healthcheck asks the port that variable names when it is set at run time.
+# The service reads its port from API_PORT, QUERY_PORT or PROCESSOR_PORT; the command sets that
+# variable to PORT unless it is set at run time, and the healthcheck asks the same port.
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 BIND_HOST=0.0.0.0 \
     SERVICE=${SERVICE} PORT=${PORT}
 USER 10001:10001
 EXPOSE ${PORT}
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=6 \
   CMD ["python", "-c", "import os, urllib.request; port = os.environ.get(os.environ['SERVICE'].upper() + '_PORT', os.environ['PORT']); urllib.request.urlopen(f'http://127.0.0.1:{port}/health/ready', timeout=2)"]
-CMD ["orders-service"]
+CMD ["/bin/sh", "-c", "case \"$SERVICE\" in api) export API_PORT=\"${API_PORT:-$PORT}\" ;; query) export QUERY_PORT=\"${QUERY_PORT:-$PORT}\" ;; processor) export PROCESSOR_PORT=\"${PROCESSOR_PORT:-$PORT}\" ;; esac; exec orders-service"]

@@ -163,7 +163,13 @@ def test_the_dockerfile_builds_the_service_its_argument_names() -> None:
     assert '"./services/${SERVICE}"' in text
     assert 'ln -s "orders-${SERVICE}" /opt/venv/bin/orders-service' in text
     assert re.search(r"^EXPOSE \$\{PORT\}$", text, re.MULTILINE)
-    assert re.search(r'^CMD \["orders-service"\]$', text, re.MULTILINE)
+    (command,) = re.findall(r"^CMD (\[.*\])$", text, re.MULTILINE)
+    shell = json.loads(command)
+    assert shell[:2] == ["/bin/sh", "-c"]
+    assert shell[2].endswith("exec orders-service")
+    for service in SETTINGS:  # the service's port variable defaults to the PORT build argument
+        name = f"{service.upper()}_PORT"
+        assert f'export {name}="${{{name}:-$PORT}}"' in shell[2]
     for service in SETTINGS:
         project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())["project"]
         assert project["scripts"][f"orders-{service}"] == f"orders_{service}.__main__:main"

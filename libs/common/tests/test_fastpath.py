@@ -132,12 +132,26 @@ async def test_parameters_and_bodies_are_validated_by_their_models() -> None:
     assert (too_big.status_code, too_big.json()["success"]) == (413, False), "the route's own limit"
 
 
-async def test_dependency_overrides_are_honoured() -> None:
+def _overridden(request: Request) -> str:
+    return "overridden"
+
+
+@pytest.mark.parametrize("override", [_overridden, lambda: "overridden"])
+async def test_dependency_overrides_are_honoured(override: Callable[..., str]) -> None:
     app = _things_app()
-    app.dependency_overrides[_count] = lambda request: "overridden"
+    counted = APIRouter()
+
+    @counted.get("/counted")
+    async def regular(value: Counted) -> object:
+        return envelope("regular", value)
+
+    include(app, counted)
+    app.dependency_overrides[_count] = override
     async with _client(app) as c:
         answer = await c.get("/things/abc")
+        regular_answer = await c.get("/counted")
     assert answer.json()["data"]["counted"] == "overridden"
+    assert regular_answer.json()["data"] == "overridden", "routes added by include() too"
 
 
 class _Teapot(Exception):

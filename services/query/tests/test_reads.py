@@ -131,3 +131,17 @@ async def test_ready_with_redis(client: httpx.AsyncClient) -> None:
     response = await client.get("/health/ready")
     assert response.status_code == 200
     assert response.json()["data"] == {"redis": "ok"}
+
+
+async def test_a_status_list_leaves_out_an_order_that_moved_on_between_its_two_reads(
+    client: httpx.AsyncClient, store: OrderStore, new_order: Callable[..., Order]
+) -> None:
+    """The page reads the index, then the orders: an order whose status changed in between
+    (its hash says so before the index does, as seen here) is not listed under the old one."""
+    staying, moving = new_order(), new_order()
+    for order in (staying, moving):
+        await store.create(order)
+    await store.redis.hset(store.keys.order(moving.order_id), "status", S.PROCESSING.value)
+    placed = (await client.get("/api/orders/status/PLACED")).json()
+    assert [o["orderId"] for o in placed["data"]] == [staying.order_id]
+    assert {o["status"] for o in placed["data"]} == {"PLACED"}

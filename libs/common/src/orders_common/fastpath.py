@@ -39,7 +39,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, request_response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -138,6 +138,11 @@ def include(app: FastAPI, *routers: APIRouter) -> None:
     """
     for router in routers:
         for route in router.routes:
+            if isinstance(route, APIRoute) and route.dependency_overrides_provider is None:
+                # As include_router does, so that app.dependency_overrides reach the route:
+                # the handler FastAPI built when the route was made holds the provider.
+                route.dependency_overrides_provider = app
+                route.app = request_response(route.get_route_handler())
             app.router.routes.append(route)
 
 
@@ -188,9 +193,11 @@ def _refuse_special_parameters(dependant: Dependant, name: str) -> None:
 
 
 async def _solve(call: Callable[..., Any], request: Request) -> Any:
+    """An override of a dependency: called with the request if it takes a parameter."""
+    args = (request,) if inspect.signature(call).parameters else ()
     if asyncio.iscoroutinefunction(call):
-        return await call(request)
-    return call(request)
+        return await call(*args)
+    return call(*args)
 
 
 async def _body(request: Request, model: type[BaseModel]) -> BaseModel:

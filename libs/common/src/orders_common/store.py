@@ -287,8 +287,10 @@ class OrderStore:
         """Orders of an index, newest first, in their JSON form: one page and the cursor of
         the next (None if last).
 
-        Two round trips, so that every key is named as a key (Redis Cluster): the
-        page's ids (one more, to know whether a next page exists), then their hashes
+        Two round trips, so that every key a call touches is named as a key (what a
+        Redis Cluster needs to route a call; the key names do not share hash tags yet,
+        so a cluster also needs that, and a page split by slot): the page's ids (one
+        more, to know whether a next page exists), then their hashes
         as JSON texts from one read-only function (orders_hashes_json) in one reply.
         """
         start = f"({decode_cursor(cursor)}" if cursor else "+"

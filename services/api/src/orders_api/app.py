@@ -30,9 +30,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.store = store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
     app.state.metrics.watch_redis(store.redis)
-    await store.load_functions()
     app.state.publisher = publisher = Publisher(settings)
     try:
+        await store.load_functions()
         await publisher.start()
         freeze_startup_heap()
         yield

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import orjson
 from prometheus_client import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from orders_common.metrics import ServiceMetrics
 from orders_common.models import OrderStatus
@@ -344,10 +345,16 @@ class LiveStream:
         while not self.finished():
             if behind:
                 behind = False
-                async for item in self._catch_up():
-                    yield item if isinstance(item, bytes) else self._sent(item)
-                    if self.finished():
-                        return
+                try:
+                    async for item in self._catch_up():
+                        yield item if isinstance(item, bytes) else self._sent(item)
+                        if self.finished():
+                            return
+                except RedisError as exc:
+                    # The answer has started: a refused or lost read can only end the stream.
+                    # The client reconnects (`retry`) with Last-Event-ID and misses nothing.
+                    log.warning("event stream ended, catching up failed: %s: %s", type(exc).__name__, exc)
+                    return
             sub = self.sub
             if sub.behind and sub.queue.empty():
                 self.sub = self.hub.subscribe(self.order_id, self.match)

@@ -22,9 +22,11 @@ an order later.
 
 import hashlib
 import logging
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException
+from pydantic import AfterValidator
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
@@ -53,14 +55,24 @@ log = logging.getLogger(__name__)
 
 BATCH_BODY_BYTES = 1024 * 1024
 
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is not None and not _IDEMPOTENCY_KEY.match(value):
+        raise ValueError("1 to 255 visible ASCII characters")
+    return value
+
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        pattern=r"^[\x21-\x7e]{1,255}$",
         description="1 to 255 visible ASCII characters. Retrying with the same key and body "
         "returns the same order instead of placing another.",
+        json_schema_extra={"pattern": _IDEMPOTENCY_KEY.pattern},
     ),
+    AfterValidator(_idempotency_key),
 ]
 
 
