@@ -1,6 +1,7 @@
 """Connection limits (orders_common.limits) on a real uvicorn server and real sockets: slow and idle
-connections are closed, huge heads get 431, connections over the cap get 503, garbage gets 400,
-all in the envelope; normal, keep-alive, pipelined and streamed requests are left alone."""
+connections and slow bodies are closed, huge heads get 431, connections over the cap get 503,
+garbage gets 400, all in the envelope; normal, keep-alive, pipelined and streamed requests are
+left alone."""
 
 import asyncio
 import contextlib
@@ -18,21 +19,30 @@ from orders_common.serving import http_limits, http_options
 from orders_common.settings import HttpSettings
 from orders_stack import free_port
 
-LIMITS = HttpLimits(header_timeout=1.0, idle_timeout=1.0, max_header_bytes=16 * 1024, max_connections=50)
+LIMITS = HttpLimits(
+    header_timeout=1.0, idle_timeout=1.0, max_header_bytes=16 * 1024, max_connections=50, body_timeout=1.0
+)
 SLACK = 2.0
 """Allowed beyond a deadline before a test calls the connection not closed (a busy machine)."""
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """`/stream`: 12 chunks 0.2 s apart (longer than the timeouts); `/echo`: the request body's
-    size; anything else: a small JSON answer naming the path."""
+    """`/stream`: 12 chunks 0.2 s apart (longer than the timeouts); `/early`: a response started
+    before the body is read, then the body's size; `/echo`: the request body's size; anything
+    else: a small JSON answer naming the path."""
     assert scope["type"] == "http"
+    if scope["path"] == "/early":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"started\n", "more_body": True})
     body = b""
     more = True
     while more:
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
+    if scope["path"] == "/early":
+        await send({"type": "http.response.body", "body": b"%d\n" % len(body), "more_body": False})
+        return
     if scope["path"] == "/stream":
         await send(
             {
@@ -105,9 +115,10 @@ class Answer:
         return dict(parsed)
 
 
-async def read_answer(reader: asyncio.StreamReader) -> Answer:
-    """One HTTP/1.1 response (content-length or chunked)."""
-    head = await reader.readuntil(b"\r\n\r\n")
+async def read_answer(reader: asyncio.StreamReader, head: bytes | None = None) -> Answer:
+    """One HTTP/1.1 response (content-length or chunked); `head`: its head, if already read."""
+    if head is None:
+        head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
     headers = {}
@@ -278,7 +289,9 @@ async def test_an_idle_keep_alive_connection_is_closed_after_its_response() -> N
 
 
 async def test_a_silent_connection_gets_no_408_when_idle_outlasts_the_head_deadline() -> None:
-    limits = HttpLimits(header_timeout=0.5, idle_timeout=30, max_header_bytes=16 * 1024, max_connections=50)
+    limits = HttpLimits(
+        header_timeout=0.5, idle_timeout=30, max_header_bytes=16 * 1024, max_connections=50, body_timeout=30
+    )
     async with asyncio.timeout(20), served(limits) as port:
         reader, writer = await connect(port)
         try:
@@ -340,7 +353,9 @@ async def test_a_huge_head_in_one_read_gets_431() -> None:
 
 
 async def test_connections_over_the_cap_get_503_with_retry_after() -> None:
-    limits = HttpLimits(header_timeout=5, idle_timeout=5, max_header_bytes=16 * 1024, max_connections=3)
+    limits = HttpLimits(
+        header_timeout=5, idle_timeout=5, max_header_bytes=16 * 1024, max_connections=3, body_timeout=5
+    )
     async with asyncio.timeout(20), served(limits) as port:
         held = [await connect(port) for _ in range(3)]
         try:
@@ -374,14 +389,147 @@ async def test_what_the_parser_rejects_gets_400_in_the_envelope(data: bytes) -> 
         assert (await request(port, get("/after"))).status == 200
 
 
+def post_head(path: str, length: int) -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (path.encode(), length)
+
+
+async def trickle(writer: asyncio.StreamWriter, data: bytes, pause: float) -> None:
+    """`data` one byte at a time, `pause` apart, until done or the server closes."""
+    with contextlib.suppress(ConnectionError):
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(pause)
+
+
+async def test_a_trickled_body_is_cut_at_the_deadline_with_408() -> None:
+    """The head is complete at once; its body then comes one byte every 0.25 s (the idle timeout
+    never passes): cut at the body deadline, answered 408 in the envelope, closed."""
+    async with asyncio.timeout(20), served() as port:
+        reader, writer = await connect(port)
+        try:
+            writer.write(post_head("/echo", 40))
+            await writer.drain()
+            started = time.monotonic()
+            sender = asyncio.create_task(trickle(writer, b"b" * 40, 0.25))  # 10 s in all
+            try:
+                answer = await read_answer(reader)
+                assert not sender.done(), "the body was complete when the answer came"
+                assert time.monotonic() - started < LIMITS.body_timeout + SLACK
+                assert answer.status == 408
+                assert answer.headers["connection"] == "close"
+                assert answer.envelope()["message"] == "Request body not received in time"
+                assert await closed(reader) == b""  # nothing after it (the app's answer is dropped)
+            finally:
+                sender.cancel()
+        finally:
+            writer.close()
+        assert (await request(port, get("/after"))).status == 200
+
+
+async def test_a_trickled_body_after_the_response_started_is_just_closed() -> None:
+    async with asyncio.timeout(20), served() as port:
+        reader, writer = await connect(port)
+        try:
+            writer.write(post_head("/early", 40))
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()
+            sender = asyncio.create_task(trickle(writer, b"b" * 40, 0.25))
+            try:
+                rest = await closed(reader)
+                assert not sender.done()
+                assert time.monotonic() - started < LIMITS.body_timeout + SLACK
+                assert b"started" in rest or rest == b""  # the first chunk (unless a reset lost it)
+                assert b"408" not in rest
+                assert not rest.endswith(b"0\r\n\r\n")  # the response was cut, not completed
+            finally:
+                sender.cancel()
+        finally:
+            writer.close()
+
+
+async def test_a_body_sent_in_time_in_pieces_is_answered() -> None:
+    """Ten pieces 0.25 s apart: longer than the header and idle timeouts, within the body's."""
+    limits = HttpLimits(
+        header_timeout=1.0, idle_timeout=1.0, max_header_bytes=16 * 1024, max_connections=50, body_timeout=10
+    )
+    async with asyncio.timeout(20), served(limits) as port:
+        reader, writer = await connect(port)
+        try:
+            writer.write(post_head("/echo", 10 * 1000))
+            for _ in range(10):
+                await asyncio.sleep(0.25)
+                writer.write(b"p" * 1000)
+                await writer.drain()
+            answer = await read_answer(reader)
+            assert answer.status == 200
+            assert orjson.loads(answer.body)["size"] == 10 * 1000
+            writer.write(post_head("/echo", 3) + b"abc")  # the connection is still usable
+            assert orjson.loads((await read_answer(reader)).body)["size"] == 3
+        finally:
+            writer.close()
+
+
+async def test_a_long_stream_after_a_complete_body_is_not_cut() -> None:
+    """The body arrives in pieces (its deadline is armed), then the response streams for longer
+    than the body timeout: it is not cut."""
+    async with asyncio.timeout(20), served() as port:
+        reader, writer = await connect(port)
+        try:
+            writer.write(post_head("/stream", 20))
+            await writer.drain()
+            for piece in (b"a" * 10, b"b" * 10):
+                await asyncio.sleep(0.1)
+                writer.write(piece)
+                await writer.drain()
+            started = time.monotonic()
+            answer = await read_answer(reader)
+            assert answer.status == 200
+            assert answer.body == b"".join(b"data: %d\n\n" % i for i in range(12))
+            assert time.monotonic() - started > LIMITS.body_timeout  # it ran past the deadline
+        finally:
+            writer.close()
+
+
+async def test_a_pipelined_body_waiting_behind_a_stream_is_not_cut() -> None:
+    """A request pipelined behind a stream, its body not all sent: its deadline passes during the
+    stream (an answer then would go into the stream); its body has the time from when the
+    stream ends. Neither is cut."""
+    limits = HttpLimits(
+        header_timeout=1.0, idle_timeout=1.0, max_header_bytes=16 * 1024, max_connections=50, body_timeout=2.0
+    )
+    async with asyncio.timeout(20), served(limits) as port:
+        reader, writer = await connect(port)
+        try:
+            writer.write(get("/stream") + post_head("/echo", 20) + b"a" * 10)
+            started = time.monotonic()
+            stream = await read_answer(reader)  # 2.4 s at least
+            assert time.monotonic() - started > limits.body_timeout  # the deadline passed meanwhile
+            assert stream.status == 200
+            assert stream.body == b"".join(b"data: %d\n\n" % i for i in range(12))
+            writer.write(b"b" * 10)
+            echo = await read_answer(reader)
+            assert echo.status == 200
+            assert orjson.loads(echo.body)["size"] == 20
+        finally:
+            writer.close()
+
+
 def test_the_settings_make_the_limits_and_the_uvicorn_options() -> None:
     settings = HttpSettings(
-        http_header_timeout_s=3, http_idle_timeout_s=2.5, http_max_header_bytes=2048, http_max_connections=7
+        http_header_timeout_s=3,
+        http_idle_timeout_s=2.5,
+        http_max_header_bytes=2048,
+        http_max_connections=7,
+        http_body_timeout_s=4,
     )
-    assert http_limits(settings) == HttpLimits(3, 2.5, 2048, 7)
+    assert http_limits(settings) == HttpLimits(3, 2.5, 2048, 7, 4)
     options = http_options(settings)
     assert options["timeout_keep_alive"] == 2
-    assert options["http"].keywords == {"limits": HttpLimits(3, 2.5, 2048, 7)}
+    assert options["http"].keywords == {"limits": HttpLimits(3, 2.5, 2048, 7, 4)}
     defaults = http_limits(object())  # not HttpSettings: read from the environment
     assert defaults.max_header_bytes >= 16 * 1024
     assert defaults.max_connections > 2000
+    assert defaults.body_timeout >= defaults.header_timeout  # a 1 MiB batch needs longer than a head

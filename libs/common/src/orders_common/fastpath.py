@@ -83,6 +83,16 @@ class DirectRoute(APIRoute):
         self.max_body_size = max_body_size
         self.body_model = _body_model(self.dependant, name)
         self.needs = [_request_only(dependency, name) for dependency in self.dependant.dependencies]
+        # Only the parts of the request the signature asks for are read (each is parsed on demand).
+        self.path_fields = self.dependant.path_params
+        self.params: list[tuple[list[Any], Callable[[Request], Any]]] = [
+            (fields, source)
+            for fields, source in (
+                (self.dependant.query_params, _query_params),
+                (self.dependant.header_params, _headers),
+            )
+            if fields
+        ]
         _refuse_special_parameters(self.dependant, name)
 
     async def call(self, request: Request, overrides: Mapping[Any, Any]) -> Response:
@@ -90,15 +100,18 @@ class DirectRoute(APIRoute):
         dependant = self.dependant
         values: dict[str, Any] = {}
         errors: list[Any] = []
-        for fields, source in (
-            (dependant.path_params, request.path_params),
-            (dependant.query_params, request.query_params),
-            (dependant.header_params, request.headers),
-        ):
-            if fields:
-                found, wrong = request_params_to_args(fields, source)
-                values.update(found)
-                errors += wrong
+        if self.path_fields:  # always present (the path matched): validated one by one
+            path = request.path_params
+            for field in self.path_fields:
+                value, wrong = field.validate(path[field.alias], values, loc=("path", field.alias))
+                if wrong:
+                    errors += wrong
+                else:
+                    values[field.name] = value
+        for fields, source in self.params:
+            found, wrong = request_params_to_args(fields, source(request))
+            values.update(found)
+            errors += wrong
         if errors:
             raise RequestValidationError(errors)
         if self.body_model is not None:
@@ -144,6 +157,14 @@ def include(app: FastAPI, *routers: APIRouter) -> None:
                 route.dependency_overrides_provider = app
                 route.app = request_response(route.get_route_handler())
             app.router.routes.append(route)
+
+
+def _query_params(request: Request) -> Any:
+    return request.query_params
+
+
+def _headers(request: Request) -> Any:
+    return request.headers
 
 
 def _body_model(dependant: Dependant, name: str) -> type[BaseModel] | None:
@@ -286,10 +307,11 @@ class DirectRoutes:
                 }
                 scope["endpoint"] = route.endpoint
                 scope["route"] = route
-                serve: ASGIApp = partial(self._serve, route)
-                if route.max_body_size is not None:
-                    serve = RequestBodyLimitMiddleware(serve, max_body_size=route.max_body_size)
-                await serve(scope, receive, send)
+                if route.max_body_size is None:
+                    await self._serve(route, scope, receive, send)
+                else:  # nested in the app's limit, Starlette's middleware sets this route's
+                    serve = partial(self._serve, route)
+                    await RequestBodyLimitMiddleware(serve, route.max_body_size)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -185,15 +185,17 @@ def unavailable(message: str) -> Response:
     return envelope(message, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-class _PlainTooLarge:
-    """Starlette's body limit answers a body whose declared length is over the limit in plain
-    text, whatever the app answered; this puts that one answer back in the envelope."""
+class _BodyLimit:
+    """Starlette's `RequestBodyLimitMiddleware` for the requests that may carry a body (a GET,
+    HEAD or OPTIONS skips its per-request wrapping, which showed on the hot reads), with the
+    one answer it gives in plain text, a body declared over the limit, put in the envelope."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
         self.app = app
+        self.limited = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in _NO_BODY:
             await self.app(scope, receive, send)
             return
         replaced = False
@@ -211,7 +213,10 @@ class _PlainTooLarge:
                     return
             await send(message)
 
-        await self.app(scope, receive, in_envelope)
+        await self.limited(scope, receive, in_envelope)
+
+
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def install_common(app: FastAPI, cors_origins: str = "") -> None:
@@ -247,8 +252,7 @@ def install_common(app: FastAPI, cors_origins: str = "") -> None:
         return unavailable("The order store refuses requests for now; try again shortly")
 
     app.add_middleware(DirectRoutes, fastapi=app)  # the first added is the innermost
-    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=MAX_BODY_BYTES)
-    app.add_middleware(_PlainTooLarge)
+    app.add_middleware(_BodyLimit, max_body_size=MAX_BODY_BYTES)
     origins = [o.strip() for o in cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

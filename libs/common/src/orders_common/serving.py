@@ -89,6 +89,7 @@ def http_limits(settings: object) -> HttpLimits:
         idle_timeout=http.http_idle_timeout_s,
         max_header_bytes=http.http_max_header_bytes,
         max_connections=http.http_max_connections,
+        body_timeout=http.http_body_timeout_s,
     )
 
 

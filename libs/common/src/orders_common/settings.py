@@ -50,6 +50,14 @@ class HttpSettings(_Base):
         "connection opened, or after the previous response on it ended, gets 408 and the "
         "connection is closed; bytes trickling in do not extend it.",
     )
+    http_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body not complete this long after its head was gets 408 (or, if "
+        "the response has started, the connection is just closed) and the connection is closed; "
+        "bytes trickling in do not extend it, and responses (event streams) are never timed. "
+        "30 s asks the largest body, a 1 MiB batch, for 35 KB/s at least.",
+    )
     http_idle_timeout_s: float = Field(
         5.0,
         gt=0,
