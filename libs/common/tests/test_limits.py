@@ -215,14 +215,7 @@ async def test_a_slowloris_head_is_cut_at_the_deadline() -> None:
         reader, writer = await connect(port)
         started = time.monotonic()
 
-        async def trickle() -> None:
-            with contextlib.suppress(ConnectionError):
-                for byte in get("/slow", b"X-A: " + b"a" * 100 + b"\r\n"):
-                    writer.write(bytes([byte]))
-                    await writer.drain()
-                    await asyncio.sleep(0.2)
-
-        sender = asyncio.create_task(trickle())
+        sender = asyncio.create_task(trickle(writer, get("/slow", b"X-A: " + b"a" * 100 + b"\r\n"), 0.2))
         try:
             rest = await closed(reader)
             elapsed = time.monotonic() - started
@@ -245,14 +238,8 @@ async def test_a_slow_second_head_on_a_keep_alive_connection_is_cut() -> None:
             assert (await read_answer(reader)).status == 200
             started = time.monotonic()
 
-            async def trickle() -> None:
-                with contextlib.suppress(ConnectionError):
-                    for byte in get("/second", b"X-A: " + b"a" * 100 + b"\r\n"):
-                        writer.write(bytes([byte]))
-                        await writer.drain()
-                        await asyncio.sleep(0.2)
-
-            sender = asyncio.create_task(trickle())
+            head = get("/second", b"X-A: " + b"a" * 100 + b"\r\n")
+            sender = asyncio.create_task(trickle(writer, head, 0.2))
             try:
                 rest = await closed(reader)
                 assert not sender.done()
