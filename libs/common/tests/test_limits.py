@@ -516,7 +516,7 @@ def test_the_settings_make_the_limits_and_the_uvicorn_options() -> None:
     options = http_options(settings)
     assert options["timeout_keep_alive"] == 2
     assert options["http"].keywords == {"limits": HttpLimits(3, 2.5, 2048, 7, 4)}
-    defaults = http_limits(object())  # not HttpSettings: read from the environment
+    defaults = http_limits(HttpSettings())
     assert defaults.max_header_bytes >= 16 * 1024
     assert defaults.max_connections > 2000
     assert defaults.body_timeout >= defaults.header_timeout  # a 1 MiB batch needs longer than a head

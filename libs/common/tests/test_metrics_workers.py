@@ -20,10 +20,11 @@ from orders_stack import free_port
 HERE = Path(__file__).resolve().parent
 
 _SERVE = """
-import sys, types
+import sys
 from orders_common.serving import serve
-serve("workers_app:create_app", types.SimpleNamespace(bind_host="127.0.0.1", log_level="warning"),
-      int(sys.argv[1]), workers=2)
+from orders_common.settings import HttpSettings
+serve("workers_app:create_app", HttpSettings(bind_host="127.0.0.1"), int(sys.argv[1]), workers=2,
+      log_level="warning")
 """
 
 

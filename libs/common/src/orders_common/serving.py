@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import uvicorn
 
@@ -25,25 +25,14 @@ __all__ = [
 ]
 
 
-class ServedSettings(Protocol):
-    """What serving needs of a service's settings."""
-
-    @property
-    def bind_host(self) -> str: ...
-
-    @property
-    def log_level(self) -> str: ...
-
-
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def freeze_startup_heap() -> None:
     """Leave what start-up allocated (modules, the app, clients) out of every later garbage
-    collection: full collections then scan only what work creates. Measured at 500 orders/s:
-    full collections of 34-58 ms in the api, processor and query, each one a stall that
-    showed as end-to-end tail latency. Call once a service has started; only the first call
+    collection: full collections then scan only what work creates, instead of stalling a
+    loaded service (README, Performance). Call once a service has started; only the first call
     in a process freezes (tests start many apps in one process: later ones stay collectable)."""
     global _frozen
     if not _frozen:
@@ -80,20 +69,18 @@ def metrics_directory(workers: int) -> Iterator[str | None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def http_limits(settings: object) -> HttpLimits:
-    """The connection limits of `settings` (an HttpSettings; anything else: HttpSettings read
-    from the environment)."""
-    http = settings if isinstance(settings, HttpSettings) else HttpSettings()
+def http_limits(settings: HttpSettings) -> HttpLimits:
+    """The connection limits `settings` name."""
     return HttpLimits(
-        header_timeout=http.http_header_timeout_s,
-        idle_timeout=http.http_idle_timeout_s,
-        max_header_bytes=http.http_max_header_bytes,
-        max_connections=http.http_max_connections,
-        body_timeout=http.http_body_timeout_s,
+        header_timeout=settings.http_header_timeout_s,
+        idle_timeout=settings.http_idle_timeout_s,
+        max_header_bytes=settings.http_max_header_bytes,
+        max_connections=settings.http_max_connections,
+        body_timeout=settings.http_body_timeout_s,
     )
 
 
-def http_options(settings: object) -> dict[str, Any]:
+def http_options(settings: HttpSettings) -> dict[str, Any]:
     """uvicorn options every HTTP server of the project uses (`uvicorn.run` or `uvicorn.Config`):
     httptools with the limits of `settings` (see orders_common.limits). uvicorn's own
     `limit_concurrency` is not used: it answers plain text and, once over, refuses requests on
@@ -107,11 +94,11 @@ def http_options(settings: object) -> dict[str, Any]:
     }
 
 
-def serve(factory: str, settings: ServedSettings, port: int, workers: int = 1) -> None:
+def serve(factory: str, settings: HttpSettings, port: int, workers: int = 1, log_level: str = "INFO") -> None:
     """Serve `module:function` (an app factory) with uvloop and httptools, with the connection
     limits of `settings` (see `http_options`); `workers` > 1 processes share the port and their
     metrics (see `metrics_directory`)."""
-    configure_logging(settings.log_level)
+    configure_logging(log_level)
     with metrics_directory(workers):
         uvicorn.run(
             factory,
@@ -121,7 +108,7 @@ def serve(factory: str, settings: ServedSettings, port: int, workers: int = 1) -
             workers=workers,
             loop="uvloop",
             **http_options(settings),
-            log_level=settings.log_level.lower(),
+            log_level=log_level.lower(),
             access_log=False,
             proxy_headers=False,  # nothing reads the client's address
             server_header=False,

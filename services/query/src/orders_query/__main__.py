@@ -7,7 +7,13 @@ from .settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    serve("orders_query.app:create_app", settings, settings.query_port, settings.query_workers)
+    serve(
+        "orders_query.app:create_app",
+        settings,
+        settings.query_port,
+        settings.query_workers,
+        settings.log_level,
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import orjson
-from prometheus_client import Counter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -99,7 +98,7 @@ class Subscription:
 class LiveMetrics:
     """The live streams' metrics, as prometheus_client objects of the app's `ServiceMetrics`,
     so that they are summed over the workers when the query runs several (a standalone
-    registry's without one: tests). The `*_total` properties read this process's counts."""
+    registry's without one: tests)."""
 
     def __init__(self, metrics: ServiceMetrics | None = None) -> None:
         metrics = metrics or ServiceMetrics("query")
@@ -111,30 +110,6 @@ class LiveMetrics:
         )
         self.resets = metrics.counter("live_resets", "Reset events sent (position trimmed).")
         self.reader_errors = metrics.counter("live_reader_errors", "Failed stream reads.")
-
-    @property
-    def streams_total(self) -> float:
-        return _count(self.streams)
-
-    @property
-    def events_sent_total(self) -> float:
-        return _count(self.events_sent)
-
-    @property
-    def fell_behind_total(self) -> float:
-        return _count(self.fell_behind)
-
-    @property
-    def resets_total(self) -> float:
-        return _count(self.resets)
-
-    @property
-    def reader_errors_total(self) -> float:
-        return _count(self.reader_errors)
-
-
-def _count(counter: Counter) -> float:
-    return next(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
 
 
 class Hub:

@@ -8,12 +8,12 @@ no other work, so its throughput is what FastAPI itself allows on this machine.
 """
 
 import sys
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from orders_common.serving import serve
+from orders_common.settings import HttpSettings
 
 __all__ = ["create_app"]
 
@@ -45,15 +45,10 @@ def create_app() -> FastAPI:
     return app
 
 
-@dataclass(frozen=True)
-class _Served:
-    bind_host: str = "127.0.0.1"
-    log_level: str = "WARNING"
-
-
 def main() -> None:
     port, workers = int(sys.argv[1]), int(sys.argv[2])
-    serve("orders_bench.bare:create_app", _Served(), port, workers)
+    # The same server, limits included, as the services run under.
+    serve("orders_bench.bare:create_app", HttpSettings(bind_host="127.0.0.1"), port, workers, "WARNING")
 
 
 if __name__ == "__main__":
