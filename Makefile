@@ -9,6 +9,8 @@ CACHE := .cache
 KAFKA_LIBS := $(CACHE)/kafka/libs
 COMPOSE_SPEC := $(CACHE)/bin/compose-spec
 COMPOSE_GO_VERSION := v2.16.2
+JAEGER := $(CACHE)/bin/jaeger
+PROMTOOL := $(CACHE)/bin/promtool
 PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench
 CHROMIUM ?= /usr/bin/chromium
 
@@ -70,15 +72,41 @@ $(COMPOSE_SPEC):
 	GOBIN=$(CURDIR)/$(CACHE)/gobin go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION)
 	mv $(CACHE)/gobin/cmd $@
 
+# Go tools with a module of their own under infra/ (go.mod pins the version, go.sum the hashes).
+$(JAEGER): infra/jaeger/go.mod infra/jaeger/go.sum
+	$(call debian-packages,go=golang-go)
+	mkdir -p $(CACHE)/bin
+	cd infra/jaeger && go build -mod=mod -o $(CURDIR)/$@ github.com/jaegertracing/jaeger/cmd/jaeger
+
+$(PROMTOOL): infra/promtool/go.mod infra/promtool/go.sum
+	$(call debian-packages,go=golang-go)
+	mkdir -p $(CACHE)/bin
+	cd infra/promtool && go build -mod=mod -o $(CURDIR)/$@ github.com/prometheus/prometheus/cmd/promtool
+
+.PHONY: jaeger
+jaeger: $(JAEGER) ## Build Jaeger (all-in-one, for TRACING=1) from the Go module proxy into .cache/bin (minutes, once)
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## Build promtool (checks the alert rules) into .cache/bin (minutes, once)
+
 .PHONY: tools
-tools: $(COMPOSE_SPEC) ## Build the Compose Specification's loader for the static checks
+tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) ## Build the Compose loader, Jaeger and promtool for the tests
 
 .PHONY: deps
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
 
 .PHONY: up
-up: deps ## Run Kafka, Redis, api, processor and query as local processes (Ctrl-C stops all)
-	$(BIN)/python -m orders_stack
+up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) ## Run Kafka, Redis, api, processor and query as local processes (TRACING=1: and Jaeger; Ctrl-C stops all)
+	TRACING=$(TRACING) $(BIN)/python -m orders_stack
+
+.PHONY: trace
+trace: install ## Print an order's trace from Jaeger as a tree with durations: make trace ORDER=<orderId> (stack up with TRACING=1)
+	@test -n "$(ORDER)" || { echo "usage: make trace ORDER=<orderId>"; exit 2; }
+	$(BIN)/python -m orders_stack.jaeger $(ORDER)
+
+.PHONY: dlq
+dlq: install ## Dead letters: list, filter, redrive (make dlq ARGS="--help")
+	$(BIN)/python -m orders_processor.dlq $(ARGS)
 
 .PHONY: bench-tools
 bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (root; else names the command)
@@ -112,7 +140,7 @@ fmt: install ## Format and auto-fix with ruff
 
 .PHONY: test
 test: test-packages deps tools lint ## Lint, then every test: unit, integration, e2e (browser too) on real Kafka and Redis
-	COMPOSE_SPEC=$(CURDIR)/$(COMPOSE_SPEC) CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+	COMPOSE_SPEC=$(CURDIR)/$(COMPOSE_SPEC) PROMTOOL=$(CURDIR)/$(PROMTOOL) JAEGER_BIN=$(CURDIR)/$(JAEGER) CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Only the tests that need no Kafka, Redis or linters

@@ -219,6 +219,13 @@ class _BodyLimit:
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def _count_redis_error(request: Request) -> None:
+    """Counts a request that failed on Redis in the app's metrics (`app.state.metrics`), if any."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.redis_errors.labels("request").inc()
+
+
 def install_common(app: FastAPI, cors_origins: str = "") -> None:
     """Error handlers that keep every answer in the envelope, the fast path, Starlette's
     body limit (64 KiB; a direct route may set its own) and, when origins are named, CORS."""
@@ -234,6 +241,7 @@ def install_common(app: FastAPI, cors_origins: str = "") -> None:
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def redis_down(request: Request, exc: Exception) -> Response:
+        _count_redis_error(request)
         log.warning("redis unavailable on %s %s: %s", request.method, request.url.path, redis_error_text(exc))
         return unavailable("The order store is unavailable; try again shortly")
 
@@ -248,6 +256,7 @@ def install_common(app: FastAPI, cors_origins: str = "") -> None:
         # passing, so a 503 to retry, and one line in the log (no traceback: not a bug).
         if redis_refusal(exc) is None:
             return await unexpected(request, exc)  # any other error reply is a bug of ours
+        _count_redis_error(request)
         log.warning("redis refused on %s %s: %s", request.method, request.url.path, redis_error_text(exc))
         return unavailable("The order store refuses requests for now; try again shortly")
 

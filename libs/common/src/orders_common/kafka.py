@@ -9,15 +9,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from . import tracing
 from .settings import KafkaSettings
 
-__all__ = ["ensure_topics", "new_producer", "stop_bounded"]
+__all__ = ["Headers", "ensure_topics", "new_producer", "record_headers", "stop_bounded"]
+
+Headers = list[tuple[str, bytes]]
+"""Kafka record headers, as aiokafka takes and gives them."""
 
 log = logging.getLogger(__name__)
 
 
 async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> None:
-    """Create the orders and dead-letter topics unless they exist.
+    """Create the orders, dead-letter and quarantine topics unless they exist.
 
     Topics are created explicitly, with their partition count, rather than by
     the broker's auto-creation on first use (one partition, the wrong count).
@@ -29,7 +33,11 @@ async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> None:
         await asyncio.wait_for(admin.start(), timeout)
         topics = [
             NewTopic(name, settings.kafka_topic_partitions, settings.kafka_replication_factor)
-            for name in (settings.kafka_orders_topic, settings.kafka_dlq_topic)
+            for name in (
+                settings.kafka_orders_topic,
+                settings.kafka_dlq_topic,
+                settings.kafka_quarantine_topic,
+            )
         ]
         response = await asyncio.wait_for(admin.create_topics(topics), timeout)
         for topic, code, *_ in response.topic_errors:  # type: ignore[attr-defined]
@@ -40,6 +48,13 @@ async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> None:
             log.info("created topic %s", topic)
     finally:
         await admin.close()
+
+
+def record_headers() -> Headers:
+    """The headers of every record the services produce: the trace context of the current span
+    (W3C `traceparent`, `tracestate`) when tracing is on. Built here only, so that every record
+    carries the same."""
+    return tracing.inject_headers([])
 
 
 def new_producer(settings: KafkaSettings, **options: object) -> AIOKafkaProducer:

@@ -96,6 +96,21 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self._redis: _RedisConnections | None = None
+        self.redis_errors = self.counter(
+            "redis_errors", "Redis commands that failed (refused, lost, timed out), by where.", ("where",)
+        )
+
+    def histogram(
+        self, name: str, documentation: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = ()
+    ) -> Histogram:
+        """A Histogram `{service}_{name}` of this app, summed over workers."""
+        return Histogram(
+            f"{self.service}_{name}",
+            documentation,
+            labelnames,
+            registry=self._own,
+            buckets=tuple(buckets) or LATENCY_BUCKETS,
+        )
 
     def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
         """A Counter `{service}_{name}_total` of this app, summed over workers."""

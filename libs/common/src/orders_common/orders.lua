@@ -22,18 +22,23 @@ local function hash_json(key)
 end
 
 -- Appends a transition to the update stream, with the order as it is now, and to the
--- history, with the stream entry's id.
-local function record(k, maxlen, order_id, user_id, status, version, at)
-  local position = redis.call('XADD', k[3], 'MAXLEN', '~', maxlen, '*', 'orderId', order_id,
-             'userId', user_id, 'status', status, 'version', version, 'at', at,
-             'order', hash_json(k[1]))
+-- history, with the stream entry's id. trace: the W3C traceparent of the span that made the
+-- transition ('' or nil: none), kept in the entry's `trace` field for the live send to link to.
+local function record(k, maxlen, order_id, user_id, status, version, at, trace)
+  local entry = {'orderId', order_id, 'userId', user_id, 'status', status, 'version', version,
+                 'at', at, 'order', hash_json(k[1])}
+  if trace and trace ~= '' then
+    entry[#entry + 1] = 'trace'
+    entry[#entry + 1] = trace
+  end
+  local position = redis.call('XADD', k[3], 'MAXLEN', '~', maxlen, '*', unpack(entry))
   redis.call('RPUSH', k[2],
              cjson.encode({status = status, at = at, version = version, position = position}))
 end
 
 -- Creates an order unless it exists (code 0, its current status) or the event announcing
 -- it was abandoned (code -2); fields: the hash's field/value pairs.
-local function create(k, maxlen, order_id, user_id, status, at, event_id, fields)
+local function create(k, maxlen, order_id, user_id, status, at, event_id, trace, fields)
   if redis.call('EXISTS', k[1]) == 1 then
     local cur = redis.call('HMGET', k[1], 'status', 'version')
     return {0, cur[1], tonumber(cur[2])}
@@ -45,14 +50,14 @@ local function create(k, maxlen, order_id, user_id, status, at, event_id, fields
   redis.call('ZADD', k[4], 0, order_id)
   redis.call('ZADD', k[5], 0, order_id)
   redis.call('ZADD', k[6], 0, order_id)
-  record(k, maxlen, order_id, user_id, status, 1, at)
+  record(k, maxlen, order_id, user_id, status, 1, at, trace)
   return {1, status, 1}
 end
 
 -- Moves an order to target if the lifecycle allows it from its current status (sources,
 -- space separated): code 1 applied, 0 not allowed (or already applied), -1 unknown order.
 -- time_field: the hash field that records when.
-local function transition(k, index, maxlen, order_id, target, at, time_field, sources)
+local function transition(k, index, maxlen, order_id, target, at, time_field, sources, trace)
   local cur = redis.call('HMGET', k[1], 'status', 'version', 'userId')
   local status, version = cur[1], tonumber(cur[2])
   if not status then return {-1, false, 0} end
@@ -63,7 +68,7 @@ local function transition(k, index, maxlen, order_id, target, at, time_field, so
   redis.call('HSET', k[1], 'status', target, 'version', version, time_field, at)
   redis.call('ZREM', index[status], order_id)
   redis.call('ZADD', index[target], 0, order_id)
-  record(k, maxlen, order_id, cur[3], target, version, at)
+  record(k, maxlen, order_id, cur[3], target, version, at, trace)
   return {1, target, version}
 end
 
@@ -77,36 +82,39 @@ end
 -- orders_create: records a newly placed order; a replay changes nothing.
 -- KEYS[1..7] the order's keys (k above)
 -- ARGV[1] stream cap, ARGV[2] orderId, ARGV[3] userId, ARGV[4] status, ARGV[5] time,
--- ARGV[6] the id of the event announcing the order ('' when none), ARGV[7..] field/value pairs
+-- ARGV[6] the id of the event announcing the order ('' when none), ARGV[7] traceparent ('' when
+-- none), ARGV[8..] field/value pairs
 redis.register_function('orders_create', function(keys, args)
-  return create(keys, args[1], args[2], args[3], args[4], args[5], args[6], {unpack(args, 7)})
+  return create(keys, args[1], args[2], args[3], args[4], args[5], args[6], args[7], {unpack(args, 8)})
 end)
 
 -- orders_transition: moves an order to a target status if the lifecycle allows it.
 -- KEYS[1] order hash, KEYS[2] history list, KEYS[3] update stream, KEYS[4..] status indexes
 -- ARGV[1] stream cap, ARGV[2] orderId, ARGV[3] target status, ARGV[4] time,
 -- ARGV[5] the hash field that records the time, ARGV[6] allowed sources, space separated,
--- ARGV[7..] the statuses the indexes are of, in the order of KEYS[4..]
+-- ARGV[7..] the statuses the indexes are of, in the order of KEYS[4..], then optionally the
+-- traceparent of the span making the transition
 redis.register_function('orders_transition', function(keys, args)
-  local index = indexes(keys, 4, args, 7, #keys - 3)
-  return transition(keys, index, args[1], args[2], args[3], args[4], args[5], args[6])
+  local count = #keys - 3
+  local index = indexes(keys, 4, args, 7, count)
+  return transition(keys, index, args[1], args[2], args[3], args[4], args[5], args[6], args[7 + count])
 end)
 
 -- orders_start: the processor's first step on an order, one round trip: create it unless it
 -- is there (normally it is: the api writes it through), then start it (PLACED -> PROCESSING).
 -- KEYS[1..7] the order's keys, KEYS[8..] status indexes
--- ARGV[1..6] as orders_create's, ARGV[7] target status, ARGV[8] time, ARGV[9] time field,
--- ARGV[10] allowed sources, ARGV[11..] the statuses the indexes are of, then field/value pairs
+-- ARGV[1..7] as orders_create's, ARGV[8] target status, ARGV[9] time, ARGV[10] time field,
+-- ARGV[11] allowed sources, ARGV[12..] the statuses the indexes are of, then field/value pairs
 -- Returns {-2, false, 0} for an abandoned event, else what the transition returns and a 4th
 -- element: 1 when this call created the order (the api had not written it through), else 0,
 -- so that the processor counts the PLACED transitions it applied itself.
 redis.register_function('orders_start', function(keys, args)
   local count = #keys - 7
-  local created = create(keys, args[1], args[2], args[3], args[4], args[5], args[6],
-                         {unpack(args, 11 + count)})
+  local created = create(keys, args[1], args[2], args[3], args[4], args[5], args[6], args[7],
+                         {unpack(args, 12 + count)})
   if created[1] == -2 then return created end
-  local result = transition(keys, indexes(keys, 8, args, 11, count), args[1], args[2], args[7],
-                            args[8], args[9], args[10])
+  local result = transition(keys, indexes(keys, 8, args, 12, count), args[1], args[2], args[8],
+                            args[9], args[10], args[11], args[7])
   result[4] = created[1]
   return result
 end)

@@ -2,7 +2,6 @@
 
 import contextlib
 import gc
-import logging
 import os
 import shutil
 import tempfile
@@ -11,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from . import logs
 from .limits import HttpLimits, limited_protocol
 from .metrics import MULTIPROCESS_DIR_ENV
 from .settings import HttpSettings
@@ -25,8 +25,9 @@ __all__ = [
 ]
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, fmt: str = "text", service: str = "") -> None:
+    """Log at `level` as text or, with `fmt` "json", as JSON lines naming `service` (logs.py)."""
+    logs.configure_logging(level, fmt, service)
 
 
 def freeze_startup_heap() -> None:
@@ -94,11 +95,19 @@ def http_options(settings: HttpSettings) -> dict[str, Any]:
     }
 
 
-def serve(factory: str, settings: HttpSettings, port: int, workers: int = 1, log_level: str = "INFO") -> None:
+def serve(
+    factory: str,
+    settings: HttpSettings,
+    port: int,
+    workers: int = 1,
+    log_level: str = "INFO",
+    log_format: str = "text",
+) -> None:
     """Serve `module:function` (an app factory) with uvloop and httptools, with the connection
     limits of `settings` (see `http_options`); `workers` > 1 processes share the port and their
-    metrics (see `metrics_directory`)."""
-    configure_logging(log_level)
+    metrics (see `metrics_directory`). Every worker logs as `log_format` asks (logs.py)."""
+    service = factory.split(".", 1)[0].removeprefix("orders_")
+    configure_logging(log_level, log_format, service)
     with metrics_directory(workers):
         uvicorn.run(
             factory,
@@ -109,6 +118,7 @@ def serve(factory: str, settings: HttpSettings, port: int, workers: int = 1, log
             loop="uvloop",
             **http_options(settings),
             log_level=log_level.lower(),
+            log_config=logs.logging_config(log_level, log_format, service),
             access_log=False,
             proxy_headers=False,  # nothing reads the client's address
             server_header=False,

@@ -4,10 +4,12 @@ Every variable any service reads is declared here, once. Each service's
 settings class picks the groups it needs; README.md lists them all.
 """
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["HttpSettings", "KafkaSettings", "LogSettings", "RedisSettings"]
+__all__ = ["HttpSettings", "KafkaSettings", "LogSettings", "RedisSettings", "TracingSettings"]
 
 
 class _Base(BaseSettings):
@@ -16,12 +18,32 @@ class _Base(BaseSettings):
 
 class LogSettings(_Base):
     log_level: str = Field("INFO", description="Python log level of the service.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`json`: one JSON object a line, with the service, the order id and the trace "
+        "and span ids where there are some.",
+    )
+
+
+class TracingSettings(_Base):
+    tracing_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces sampled (parent-based: a sampled caller is always "
+        "followed); 0 turns tracing off. Tracing is on only when an OTLP endpoint is set "
+        "(`OTEL_EXPORTER_OTLP_ENDPOINT`, see Operating it).",
+    )
 
 
 class KafkaSettings(_Base):
     kafka_bootstrap_servers: str = Field("localhost:9092", description="Kafka brokers, comma separated.")
     kafka_orders_topic: str = Field("orders", description="Topic of order events.")
     kafka_dlq_topic: str = Field("orders.dlq", description="Topic of messages that can never be processed.")
+    kafka_quarantine_topic: str = Field(
+        "orders.quarantine",
+        description="Topic of dead letters redriven too often (`make dlq`): kept, never redriven again.",
+    )
     kafka_topic_partitions: int = Field(
         6, ge=1, description="Partitions of the topics when they are created."
     )

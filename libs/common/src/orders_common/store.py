@@ -160,17 +160,21 @@ class OrderStore:
         except RedisError as exc:
             log.warning("cannot load the Redis functions at start-up (loaded on first use): %r", exc)
 
-    async def create(self, order: Order, event_id: str = "") -> TransitionResult:
+    async def create(self, order: Order, event_id: str = "", trace: str = "") -> TransitionResult:
         """Record a newly placed order; a replay returns the order's current state.
 
         `event_id` names the Kafka event that announced it: an event the api
-        abandoned (see `abandon`) creates nothing.
+        abandoned (see `abandon`) creates nothing. `trace`: the traceparent the update
+        stream entry carries ('' for none).
         """
-        (result,) = await self.create_all([(order, event_id)])
+        (result,) = await self.create_all([(order, event_id)], trace=trace)
         return result
 
     async def create_all(
-        self, orders: Sequence[tuple[Order, str]], data: Sequence[dict[str, Any]] | None = None
+        self,
+        orders: Sequence[tuple[Order, str]],
+        data: Sequence[dict[str, Any]] | None = None,
+        trace: str = "",
     ) -> list[TransitionResult]:
         """`create` for many (order, eventId) pairs, in one round trip (not one atomic step).
 
@@ -178,20 +182,20 @@ class OrderStore:
         """
         runs = []
         for n, (order, event_id) in enumerate(orders):
-            keys, args, fields = self._creation(order, event_id, None if data is None else data[n])
+            keys, args, fields = self._creation(order, event_id, None if data is None else data[n], trace)
             runs.append(self._calls.call("orders_create", keys, [*args, *fields]))
         if len(runs) == 1:  # the api's usual call: no gathering for one
             return [_result(await runs[0], creation=True)]
         return [_result(raw, creation=True) for raw in await asyncio.gather(*runs)]
 
-    async def start(self, order: Order, event_id: str = "") -> TransitionResult:
+    async def start(self, order: Order, event_id: str = "", trace: str = "") -> TransitionResult:
         """`create`, then PLACED -> PROCESSING, as one atomic step and one round trip.
 
         The result is the transition's: applied when the order started now; else
         its status (PROCESSING or later, or CANCELLED), or `abandoned`. `created`
         when this call created the order (the api had not written it through).
         """
-        keys, args, fields = self._creation(order, event_id, None)
+        keys, args, fields = self._creation(order, event_id, None, trace)
         target = OrderStatus.PROCESSING
         raw = await self._calls.call(
             "orders_start",
@@ -201,7 +205,7 @@ class OrderStore:
         return _result(raw)
 
     def _creation(
-        self, order: Order, event_id: str, fields: dict[str, Any] | None
+        self, order: Order, event_id: str, fields: dict[str, Any] | None, trace: str = ""
     ) -> tuple[list[str], list[Any], list[str]]:
         """orders_create's keys, its fixed arguments and the order's field/value pairs."""
         k = self.keys
@@ -215,19 +219,23 @@ class OrderStore:
             k.by_status(order.status),
             k.abandoned(order_id),
         ]
-        args = [self._maxlen, order_id, order.user_id, order.status.value, order.created_at, event_id]
+        args = [self._maxlen, order_id, order.user_id, order.status.value, order.created_at, event_id, trace]
         if fields is None:
             fields = order.model_dump(mode="json")
         pairs = [str(item) for name, value in fields.items() if value is not None for item in (name, value)]
         return keys, args, pairs
 
-    async def transition(self, order_id: str, target: OrderStatus, at: str | None = None) -> TransitionResult:
-        """Move an order to `target` if the lifecycle allows it; otherwise change nothing."""
+    async def transition(
+        self, order_id: str, target: OrderStatus, at: str | None = None, trace: str = ""
+    ) -> TransitionResult:
+        """Move an order to `target` if the lifecycle allows it; otherwise change nothing.
+        `trace`: the traceparent the update stream entry carries ('' for none)."""
         k = self.keys
+        args = [self._maxlen, order_id, target.value, at or utc_now(), *_TRANSITION_ARGS[target]]
+        if trace:
+            args.append(trace)
         raw = await self._calls.call(
-            "orders_transition",
-            [k.order(order_id), k.history(order_id), k.updates, *self._status_keys],
-            [self._maxlen, order_id, target.value, at or utc_now(), *_TRANSITION_ARGS[target]],
+            "orders_transition", [k.order(order_id), k.history(order_id), k.updates, *self._status_keys], args
         )
         return _result(raw)
 

@@ -73,6 +73,8 @@ class Update:
     only for entries written before the stream carried the order."""
     at: str | None = None
     """When the transition happened, as the order's time fields write it."""
+    trace: str | None = None
+    """The W3C traceparent of the span that made the transition (None when not traced)."""
 
     @property
     def data(self) -> dict[str, Any]:
@@ -107,6 +109,7 @@ def _updates(entries: list[tuple[str, dict[str, str]]]) -> list[Update]:
                     int(fields["version"]),
                     fields.get("order"),
                     fields.get("at"),
+                    fields.get("trace"),
                 )
             )
         except (KeyError, ValueError) as exc:

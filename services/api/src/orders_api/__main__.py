@@ -7,7 +7,14 @@ from .settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    serve("orders_api.app:create_app", settings, settings.api_port, settings.api_workers, settings.log_level)
+    serve(
+        "orders_api.app:create_app",
+        settings,
+        settings.api_port,
+        settings.api_workers,
+        settings.log_level,
+        settings.log_format,
+    )
 
 
 if __name__ == "__main__":

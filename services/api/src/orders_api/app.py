@@ -6,6 +6,7 @@ from functools import partial
 
 from fastapi import FastAPI
 
+from orders_common import tracing
 from orders_common.docs import install_docs
 from orders_common.fastpath import include
 from orders_common.http import NO_TELEMETRY, health_router, install_common, redis_write_check
@@ -14,7 +15,7 @@ from orders_common.serving import freeze_startup_heap
 from orders_common.store import OrderStore
 
 from .deps import get_publisher, get_store
-from .publisher import Publisher
+from .publisher import Publisher, SendMetrics
 from .routes import home, orders
 from .settings import Settings, get_settings
 
@@ -30,7 +31,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.store = store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
     app.state.metrics.watch_redis(store.redis)
-    app.state.publisher = publisher = Publisher(settings)
+    app.state.publisher = publisher = Publisher(settings, SendMetrics(app.state.metrics))
     try:
         await store.load_functions()
         await publisher.start()
@@ -39,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await publisher.stop()
         await store.redis.aclose()
+        tracing.shutdown()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,4 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Health last: routes registered before a direct route are asked first on every request.
     include(app, home.router, orders.router, health, metrics.router())
     install_docs(app)
+    if tracing.setup("api", app.state.settings):
+        tracing.instrument(app)
     return app

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -26,11 +27,12 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from orders_common.kafka import ensure_topics, new_producer, stop_bounded
+from orders_common.kafka import Headers, ensure_topics, new_producer, stop_bounded
+from orders_common.metrics import ServiceMetrics
 
 from .settings import Settings
 
-__all__ = ["KafkaUnavailable", "Publisher"]
+__all__ = ["KafkaUnavailable", "Publisher", "SendMetrics"]
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +89,25 @@ class _Lazy:
             await asyncio.gather(*self._stopping)
 
 
+class SendMetrics:
+    """Kafka sends of the api: how long until acknowledged, and which failed (by why)."""
+
+    def __init__(self, metrics: ServiceMetrics | None = None) -> None:
+        metrics = metrics or ServiceMetrics("api")
+        self.latency = metrics.histogram(
+            "kafka_send_duration_seconds",
+            "Time from a send (one order, or a batch's transaction) to Kafka's acknowledgment.",
+            ("kind",),
+        )
+        self.failures = metrics.counter(
+            "kafka_send_failures", "Sends Kafka did not acknowledge, by reason.", ("kind", "reason")
+        )
+
+
 class Publisher:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: SendMetrics | None = None) -> None:
         self._settings = settings
+        self.metrics = metrics or SendMetrics()
         self._timeout = settings.kafka_send_timeout_ms / 1000
         self._topics_ready = False
         self._plain = _Lazy(self._connect)
@@ -116,31 +134,41 @@ class Publisher:
     async def stop(self) -> None:
         await asyncio.gather(self._plain.close(), self._transactional.close())
 
-    async def publish(self, key: str, value: bytes) -> None:
+    async def publish(self, key: str, value: bytes, headers: Headers | None = None) -> None:
         """Return once every in-sync replica holds the message; raise KafkaUnavailable otherwise.
 
         One deadline covers everything, connecting included, so a burst of
         requests while Kafka is down waits no longer than one of them would.
+        `headers`: the record's (orders_common.kafka.record_headers()).
         """
         producer = None
         sending = False
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
                 producer = await self._plain.get()
                 sending = True
-                delivery = await producer.send(self._settings.kafka_orders_topic, value, key=key.encode())
+                delivery = await producer.send(
+                    self._settings.kafka_orders_topic, value, key=key.encode(), headers=headers
+                )
                 # Shielded: the batch is in flight whatever we do; keep its future intact.
                 await asyncio.shield(delivery)
         except TimeoutError:
+            self.metrics.failures.labels("single", "timeout").inc()
             raise KafkaUnavailable("Kafka did not acknowledge in time", maybe_sent=sending) from None
         except _FATAL as exc:
+            self.metrics.failures.labels("single", "producer failed").inc()
             log.error("producer failed for good (%r); replacing it", exc)
             self._plain.drop(producer)
             raise KafkaUnavailable(f"Kafka producer failed: {exc}", maybe_sent=sending) from exc
         except KafkaError as exc:
+            self.metrics.failures.labels("single", "refused").inc()
             raise KafkaUnavailable(f"Kafka refused the message: {exc}", maybe_sent=sending) from exc
+        self.metrics.latency.labels("single").observe(time.perf_counter() - started)
 
-    async def publish_all(self, messages: Sequence[tuple[str, bytes]]) -> None:
+    async def publish_all(
+        self, messages: Sequence[tuple[str, bytes]], headers: Headers | None = None
+    ) -> None:
         """Publish (key, value) pairs in one transaction: return once it is committed.
 
         Raises KafkaUnavailable otherwise, with `maybe_sent` True only when the
@@ -151,16 +179,23 @@ class Publisher:
         topic = self._settings.kafka_orders_topic
         producer = None
         committing = False
+        started = time.perf_counter()
         try:
             # Waiting for the previous batch's transaction counts against the deadline too.
             async with asyncio.timeout(self._timeout), self._transaction_lock:
                 producer = await self._transactional.get()
                 await producer.begin_transaction()
-                deliveries = [await producer.send(topic, value, key=key.encode()) for key, value in messages]
+                deliveries = [
+                    await producer.send(topic, value, key=key.encode(), headers=headers)
+                    for key, value in messages
+                ]
                 await asyncio.shield(asyncio.gather(*deliveries))
                 committing = True
                 await producer.commit_transaction()
         except (TimeoutError, KafkaError) as exc:
+            self.metrics.failures.labels(
+                "batch", "timeout" if isinstance(exc, TimeoutError) else "refused"
+            ).inc()
             # Whatever state the transaction is in, the next batch starts on a fresh producer,
             # whose id fences this one (which aborts an open transaction).
             self._transactional.drop(producer)
@@ -170,6 +205,7 @@ class Publisher:
         except BaseException:  # cancelled mid-transaction (shutdown): leave nothing open
             self._transactional.drop(producer)
             raise
+        self.metrics.latency.labels("batch").observe(time.perf_counter() - started)
 
     async def check(self) -> None:
         """Readiness: the producer is connected and the cluster answers a metadata request."""

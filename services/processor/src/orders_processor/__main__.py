@@ -7,6 +7,7 @@ import signal
 import uvicorn
 import uvloop
 
+from orders_common import tracing
 from orders_common.serving import configure_logging, freeze_startup_heap, http_options
 from orders_common.store import OrderStore
 
@@ -58,8 +59,9 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level)
-    uvloop.run(run(settings))
+    configure_logging(settings.log_level, settings.log_format, "processor")
+    with tracing.traced("processor", settings):
+        uvloop.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,12 @@ from collections.abc import Iterable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
@@ -57,6 +62,30 @@ class WorkerCollector(Collector):
         for status in sorted({*TRANSITIONS, *m.transitions}):
             transitions.add_metric([status.value], m.transitions.get(status, 0))
         yield transitions
+        dead_letters = CounterMetricFamily(
+            "processor_dead_letters", "Records sent to the DLQ, by the kind of reason.", labels=["reason"]
+        )
+        for reason, count in sorted(m.dead_letters.items()):
+            dead_letters.add_metric([reason], count)
+        yield dead_letters
+        yield CounterMetricFamily(
+            "processor_redis_errors", "Redis calls that failed (each retried).", value=m.redis_errors
+        )
+        histogram = m.placed_to_completed
+        yield HistogramMetricFamily(
+            "processor_order_placed_to_completed_seconds",
+            "Seconds from an order's creation (the api accepting it) to its completion by this process.",
+            buckets=histogram.buckets(),
+            sum_value=histogram.total,
+        )
+        lag = GaugeMetricFamily(
+            "processor_consumer_lag",
+            "Per partition this process owns: end offset minus committed offset.",
+            labels=["topic", "partition"],
+        )
+        for tp, records in sorted(self._worker.lag().items()):
+            lag.add_metric([tp.topic, str(tp.partition)], records)
+        yield lag
 
 
 def create_health_app(worker: Worker, redis: Redis | None = None) -> FastAPI:

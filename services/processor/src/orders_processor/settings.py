@@ -2,12 +2,12 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from orders_common.settings import HttpSettings, KafkaSettings, LogSettings, RedisSettings
+from orders_common.settings import HttpSettings, KafkaSettings, LogSettings, RedisSettings, TracingSettings
 
 __all__ = ["Settings", "get_settings"]
 
 
-class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings):
+class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings, TracingSettings):
     processor_port: int = Field(8002, description="Port of the processor's health and metrics.")
     kafka_consumer_group: str = Field("orders-processor", description="Consumer group of the processors.")
     processing_delay_ms: int = Field(
@@ -27,6 +27,14 @@ class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings):
     )
     processor_drain_timeout_ms: int = Field(
         20_000, ge=0, description="On shutdown or rebalance: how long in-flight orders may finish."
+    )
+    processor_reject_products: str = Field(
+        "",
+        description="Fault injection, off when empty: a regular expression; orders whose "
+        "productName it matches are dead-lettered as if processing failed (to rehearse a redrive).",
+    )
+    dlq_max_replays: int = Field(
+        3, ge=1, description="Redrives of one dead letter; the next one sends it to quarantine instead."
     )
 
 

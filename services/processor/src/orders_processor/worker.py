@@ -27,22 +27,30 @@ the api's cancellation idempotently.
 import asyncio
 import contextlib
 import logging
+import re
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
+from orders_common import tracing
 from orders_common.events import EventError, OrderCancelledEvent, decode_event
 from orders_common.kafka import ensure_topics, new_producer, stop_bounded
+from orders_common.logs import ORDER_ID
+from orders_common.metrics import LATENCY_BUCKETS
 from orders_common.models import Order, OrderStatus
 from orders_common.store import OrderStore
 
+from .deadletter import dead_letter_headers, reason_class
 from .offsets import PartitionOffsets
 from .settings import Settings
 
@@ -55,6 +63,32 @@ Record = ConsumerRecord[bytes, bytes]
 _TRANSIENT = (RedisError, KafkaError, OSError)
 _MAX_BACKOFF = 5.0
 _COMMIT_TIMEOUT = 10.0
+
+COMPLETION_BUCKETS = (*LATENCY_BUCKETS[6:], 30.0, 60.0, 300.0)
+"""Seconds from an order's creation to its completion: the processing delay (200 ms by default)
+and above."""
+
+
+@dataclass
+class Histogram:
+    """Observations in cumulative-ready buckets (upper bounds `bounds`, then +Inf), a sum and a count:
+    what a collector exports as a Prometheus histogram."""
+
+    bounds: tuple[float, ...] = COMPLETION_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(COMPLETION_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """(upper bound, cumulative count) pairs, +Inf last."""
+        cumulative, out = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            cumulative += count
+            out.append((bound, float(cumulative)))
+        return out
 
 
 @dataclass
@@ -73,6 +107,11 @@ class Metrics:
     assigned: set[TopicPartition] = field(default_factory=set)
     transitions: dict[OrderStatus, int] = field(default_factory=dict)
     """Transitions this process applied, by the status the order moved to."""
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    """Records dead-lettered, by the kind of reason (deadletter.reason_class)."""
+    redis_errors: int = 0
+    placed_to_completed: Histogram = field(default_factory=Histogram)
+    """Seconds from each order's creation (the api accepting it) to its completion here."""
 
     def transitioned(self, status: OrderStatus) -> None:
         self.transitions[status] = self.transitions.get(status, 0) + 1
@@ -94,6 +133,11 @@ class Worker:
         self._room = asyncio.Event()
         self._room.set()
         self._commit_lock = asyncio.Lock()
+        self._committed: dict[TopicPartition, int] = {}
+        """Per partition: the group's committed offset (read at assignment, then ours)."""
+        self._reject = (
+            re.compile(settings.processor_reject_products) if settings.processor_reject_products else None
+        )
         self._late_commit: asyncio.Task[None] | None = None
         """A commit that outlived its wait (Kafka away), left to end in the background."""
         self.metrics = Metrics()
@@ -209,15 +253,55 @@ class Worker:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("order task failed", exc_info=exc)
 
+    def lag(self) -> dict[TopicPartition, int]:
+        """Per assigned partition: its end offset (as of the last fetch) minus the committed
+        offset, i.e. records not yet processed and committed. A partition not fetched yet, or
+        whose committed offset is unknown, is left out. A transaction's commit marker counts
+        as one record until a later record is committed."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lags = {}
+        for tp in self.metrics.assigned:
+            end, committed = consumer.highwater(tp), self._committed.get(tp)
+            if end is not None and committed is not None:
+                lags[tp] = max(0, end - committed)
+        return lags
+
+    async def _read_committed(self, partitions: set[TopicPartition]) -> None:
+        """Remember the group's committed offsets of newly assigned partitions (for `lag`)."""
+        if self._consumer is None:
+            return
+        for tp in partitions:
+            try:
+                self._committed[tp] = await self._consumer.committed(tp) or 0
+            except KafkaError as exc:
+                log.warning("cannot read the committed offset of %s: %r", tp, exc)
+
     async def _handle(
         self, record: Record, previous: asyncio.Task[None] | None, tracker: PartitionOffsets
     ) -> None:
+        if record.key is not None:
+            ORDER_ID.set(record.key.decode(errors="replace"))
         if previous is not None:
             await asyncio.wait([previous])  # the same order's earlier event goes first
         await self._retrying(self._process, record)
         tracker.finished(record.offset)
 
     async def _process(self, record: Record) -> None:
+        with tracing.span(
+            "orders process",
+            ORDER_ID.get(),
+            kind=SpanKind.CONSUMER,
+            context=tracing.context_from_headers(record.headers),
+            attributes={
+                "messaging.kafka.partition": record.partition,
+                "messaging.kafka.offset": record.offset,
+            },
+        ):
+            await self._process_in_span(record)
+
+    async def _process_in_span(self, record: Record) -> None:
         try:
             event = decode_event(record.value)
             if record.key is not None and record.key != event.subject.encode():
@@ -225,10 +309,17 @@ class Worker:
             if isinstance(event, OrderCancelledEvent):
                 await self.cancel(event)
             else:
-                await self.advance(event.data.to_order(), event.id)
+                order = event.data.to_order()
+                if self._reject is not None and self._reject.search(order.product_name):
+                    raise EventError(
+                        "rejected by fault injection: PROCESSOR_REJECT_PRODUCTS matches the product"
+                    )
+                await self.advance(order, event.id)
         except EventError as exc:
             await self._dead_letter(record, str(exc))
-        except _TRANSIENT:
+        except _TRANSIENT as exc:
+            if isinstance(exc, RedisError):
+                self.metrics.redis_errors += 1
             raise  # retried by the caller
         except Exception as exc:
             # A failure no retry can cure must not freeze the partition's commits.
@@ -244,7 +335,8 @@ class Worker:
         event the api abandoned (answered 503 for) creates nothing.
         """
         store = self._store
-        started = await store.start(order, event_id)  # created if need be, and PROCESSING
+        with tracing.span("order start", order.order_id):  # created if need be, and PROCESSING
+            started = await store.start(order, event_id, tracing.traceparent())
         if started.abandoned:
             log.info("order %s: event %s was answered 503 by the api; ignored", order.order_id, event_id)
             self.metrics.abandoned += 1
@@ -256,11 +348,18 @@ class Worker:
             self.metrics.transitioned(OrderStatus.PROCESSING)
         if status is OrderStatus.PROCESSING:
             if self._delay:
-                await asyncio.sleep(self._delay)
-            result = await store.transition(order.order_id, OrderStatus.COMPLETED)
+                with tracing.span("order work", order.order_id):
+                    await asyncio.sleep(self._delay)
+            with tracing.span("order complete", order.order_id):
+                result = await store.transition(
+                    order.order_id, OrderStatus.COMPLETED, trace=tracing.traceparent()
+                )
             if result.applied:
                 self.metrics.completed += 1
                 self.metrics.transitioned(OrderStatus.COMPLETED)
+                with contextlib.suppress(ValueError):
+                    placed = datetime.fromisoformat(order.created_at).timestamp()
+                    self.metrics.placed_to_completed.observe(max(0.0, time.time() - placed))
                 return
         if status is OrderStatus.CANCELLED:
             self.metrics.found_cancelled += 1  # the api cancelled it before processing began
@@ -270,7 +369,10 @@ class Worker:
     async def cancel(self, event: OrderCancelledEvent) -> None:
         """Apply a cancellation the api already decided and recorded (normally a no-op replay)."""
         data = event.data
-        result = await self._store.transition(data.order_id, OrderStatus.CANCELLED, data.cancelled_at)
+        with tracing.span("order cancel", data.order_id):
+            result = await self._store.transition(
+                data.order_id, OrderStatus.CANCELLED, data.cancelled_at, tracing.traceparent()
+            )
         if result.applied:
             self.metrics.cancelled += 1
             self.metrics.transitioned(OrderStatus.CANCELLED)
@@ -280,18 +382,17 @@ class Worker:
     async def _dead_letter(self, record: Record, reason: str) -> None:
         assert self._dlq is not None
         log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
-        headers = [
-            ("dlq.reason", reason.encode()),
-            ("dlq.topic", record.topic.encode()),
-            ("dlq.partition", str(record.partition).encode()),
-            ("dlq.offset", str(record.offset).encode()),
-            *record.headers,
-        ]
-        delivery = await self._dlq.send(
-            self._settings.kafka_dlq_topic, record.value, key=record.key, headers=headers
-        )
-        await delivery
+        with tracing.span("orders dead-letter", ORDER_ID.get(), kind=SpanKind.PRODUCER):
+            delivery = await self._dlq.send(
+                self._settings.kafka_dlq_topic,
+                record.value,
+                key=record.key,
+                headers=dead_letter_headers(record, reason),
+            )
+            await delivery
         self.metrics.dead_lettered += 1
+        kind = reason_class(reason)
+        self.metrics.dead_letters[kind] = self.metrics.dead_letters.get(kind, 0) + 1
 
     async def _retrying(self, step: Callable[[Record], Awaitable[T]], record: Record) -> T:
         backoff = 0.05
@@ -374,6 +475,7 @@ class Worker:
                 raise exc
             for tracker, offset in ready.values():
                 tracker.committed(offset)
+            self._committed.update(offsets)
             self.metrics.commits += 1
 
     async def _release(self, partitions: set[TopicPartition]) -> None:
@@ -389,6 +491,7 @@ class Worker:
         for tp in partitions:
             self._offsets.pop(tp, None)
             self._tasks.pop(tp, None)
+            self._committed.pop(tp, None)
         self.metrics.assigned -= partitions
 
 
@@ -415,3 +518,4 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(assigned))
         self._worker.metrics.assigned |= set(assigned)
+        await self._worker._read_committed(set(assigned))

@@ -13,6 +13,7 @@ def main() -> None:
         settings.query_port,
         settings.query_workers,
         settings.log_level,
+        settings.log_format,
     )
 
 

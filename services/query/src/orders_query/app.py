@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from orders_common import tracing
 from orders_common.docs import install_docs
 from orders_common.fastpath import include
 from orders_common.http import NO_TELEMETRY, health_router, install_common
@@ -56,6 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.stop()
         await reader.aclose()
         await store.redis.aclose()
+        tracing.shutdown()
 
 
 def _task_count() -> int:
@@ -87,4 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the live routes go first (their paths overlap the order's), health and assets last.
     include(app, live.router, orders.router, health, metrics.router(), dashboard.router)
     install_docs(app)
+    if tracing.setup("query", app.state.settings):
+        tracing.instrument(app)
     return app

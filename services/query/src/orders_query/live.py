@@ -20,9 +20,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import orjson
+from opentelemetry.trace import SpanKind
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from orders_common import tracing
 from orders_common.metrics import ServiceMetrics
 from orders_common.models import OrderStatus
 from orders_common.stream import Snapshot, Update, UpdateStream, position_key
@@ -45,6 +47,8 @@ class Event:
     user_id: int
     status: OrderStatus
     frame: bytes
+    trace: str | None = None
+    """The traceparent of the transition's span (tracing.py), for the send's span."""
 
 
 def _frame(position: str, name: str, data: object) -> bytes:
@@ -59,6 +63,7 @@ def to_event(update: Update) -> Event:
         update.user_id,
         update.status,
         _frame(update.position, update.status, update.data),
+        update.trace,
     )
 
 
@@ -307,6 +312,10 @@ class LiveStream:
         return self.done
 
     def _sent(self, event: Event) -> bytes:
+        if tracing.ENABLED and event.trace:
+            context = tracing.context_from_traceparent(event.trace)
+            with tracing.span("sse send", event.order_id, kind=SpanKind.PRODUCER, context=context):
+                pass
         self.last = event.position
         self.hub.metrics.events_sent.inc()
         self.done = self.final and event.status.is_final

@@ -1,6 +1,7 @@
 """`python -m orders_stack`: the whole stack in the foreground until Ctrl-C."""
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .jaeger import Jaeger
 from .stack import ROOT, Infra, Stack
 
 
@@ -47,11 +49,31 @@ def main() -> None:
         query_port=_port("QUERY_PORT", 8001),
         processor_port=_port("PROCESSOR_PORT", 8002),
     )
+    tracing = os.environ.get("TRACING", "") not in ("", "0")
+    jaeger = Jaeger(
+        args.data_dir,
+        query_port=_port("JAEGER_QUERY_PORT", 16686),
+        otlp_port=_port("JAEGER_OTLP_HTTP_PORT", 4318),
+        otlp_grpc_port=_port("JAEGER_OTLP_GRPC_PORT", 4317),
+    )
     print("Starting Kafka and Redis (Kafka takes a few seconds)...", flush=True)
     try:
-        with infra:
+        with contextlib.ExitStack() as running:
+            if tracing:
+                print("Starting Jaeger (TRACING=1)...", flush=True)
+                running.enter_context(jaeger)
+                stack.env.update(jaeger.otlp_env())
+            running.enter_context(infra)
             print("Starting api, processor and query...", flush=True)
             with stack:
+                extra = (
+                    f"""  Jaeger query API      {jaeger.query_url}/api/traces?service=api
+  Jaeger OTLP (HTTP)    {jaeger.otlp_url}
+  an order's trace      make trace ORDER=<orderId>
+"""
+                    if tracing
+                    else ""
+                )
                 print(
                     f"""
 Order tracking is up. Ctrl-C stops everything.
@@ -63,7 +85,7 @@ Order tracking is up. Ctrl-C stops everything.
   Kafka                 {infra.kafka_bootstrap}
   Redis                 {infra.redis_url}
   logs                  {args.data_dir / "logs"}
-
+{extra}
 Try:
   curl -si -X POST {stack.api_url}/api/orders -H 'Content-Type: application/json' \\
        -d '{{"userId":1,"productName":"Gaming Laptop","quantity":2,"price":1299.99}}'
@@ -72,7 +94,7 @@ Try:
                 )
                 while True:
                     time.sleep(0.5)
-                    for proc in [*infra.procs, *stack.procs.values()]:
+                    for proc in [*jaeger.procs, *infra.procs, *stack.procs.values()]:
                         proc.check_alive()
     except KeyboardInterrupt:
         print("Stopped; nothing left running.")

@@ -26,13 +26,17 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException
+from opentelemetry.trace import SpanKind
 from pydantic import AfterValidator
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from orders_common import tracing
 from orders_common.events import encode_cancelled, encode_placed
 from orders_common.fastpath import direct
 from orders_common.http import OrderIdPath, envelope, parse_order_id, redis_error_text, unavailable
+from orders_common.kafka import record_headers
+from orders_common.logs import ORDER_ID
 from orders_common.models import (
     MAX_BATCH,
     Envelope,
@@ -180,7 +184,9 @@ async def cancel_order(order_id_path: OrderIdPath, store: StoreDep, publisher: P
         raise HTTPException(404, f"Order {oid} not found")
     if result.applied and order.cancelled_at:
         try:
-            await publisher.publish(oid, encode_cancelled(oid, order.cancelled_at))
+            with tracing.span("orders publish", oid, kind=SpanKind.PRODUCER):
+                value = encode_cancelled(oid, order.cancelled_at, tracing.trace_fields())
+                await publisher.publish(oid, value, record_headers())
         except KafkaUnavailable as exc:
             # The cancellation is decided and recorded; the event only reports it.
             log.warning("order %s cancelled, but order.cancelled not published: %s", oid, exc)
@@ -208,23 +214,49 @@ async def _publish_placed(
 ) -> Response | None:
     """Publish the orders (`data`: each one's JSON form), all or none; None once Kafka
     holds them, else the 503 to answer."""
+    single = orders[0].order_id if len(orders) == 1 else None
+    if single:
+        ORDER_ID.set(single)
+        tracing.tag_order(single)
+    with tracing.span(
+        "orders publish", single, kind=SpanKind.PRODUCER, attributes={"orders.count": len(orders)}
+    ):
+        return await _publish_in_span(store, publisher, settings, orders, data, refused)
+
+
+async def _publish_in_span(
+    store: OrderStore,
+    publisher: Publisher,
+    settings: Settings,
+    orders: list[Order],
+    data: list[dict[str, Any]],
+    refused: str,
+) -> Response | None:
     events = [(order.order_id, new_order_id()) for order in orders]
+    trace = tracing.trace_fields()
     values = [
-        encode_placed(order, event_id, fields)
+        encode_placed(order, event_id, fields, trace)
         for order, (_, event_id), fields in zip(orders, events, data, strict=True)
     ]
+    headers = record_headers()
     try:
         if len(orders) == 1:
-            await publisher.publish(orders[0].order_id, values[0])
+            await publisher.publish(orders[0].order_id, values[0], headers)
         else:
-            await publisher.publish_all([(o.order_id, v) for o, v in zip(orders, values, strict=True)])
+            await publisher.publish_all(
+                [(o.order_id, v) for o, v in zip(orders, values, strict=True)], headers
+            )
     except KafkaUnavailable as exc:
         if not exc.maybe_sent or not await _abandon(store, settings, events):
             return unavailable(f"{refused}, Kafka is unavailable: {exc}")
         log.info("orders %s: Kafka was slow to acknowledge but held them", [o for o, _ in events][:3])
         return None
     try:
-        await store.create_all([(o, event_id) for o, (_, event_id) in zip(orders, events, strict=True)], data)
+        await store.create_all(
+            [(o, event_id) for o, (_, event_id) in zip(orders, events, strict=True)],
+            data,
+            trace.get("traceparent", ""),
+        )
     except RedisError as exc:
         log.warning(
             "%d orders in Kafka but not yet readable (the processor writes them): %s",

@@ -1,0 +1,65 @@
+"""Dead letters: the headers a dead-lettered record carries, named here once.
+
+The worker sends a record that can never be processed to the dead-letter topic
+with its value, key and headers unchanged (the trace context among them) and
+these headers added; `python -m orders_processor.dlq` reads them to list,
+filter and redrive, and stamps `REPLAY_COUNT` on each redrive.
+"""
+
+from collections.abc import Iterable, Sequence
+
+from aiokafka import ConsumerRecord
+
+__all__ = [
+    "DLQ_HEADERS",
+    "OFFSET",
+    "PARTITION",
+    "REASON",
+    "REPLAY_COUNT",
+    "TIME",
+    "TOPIC",
+    "dead_letter_headers",
+    "header",
+    "reason_class",
+]
+
+REASON = "dlq.reason"
+TOPIC = "dlq.topic"
+PARTITION = "dlq.partition"
+OFFSET = "dlq.offset"
+TIME = "dlq.time"
+"""The original record's timestamp (ms since the epoch)."""
+REPLAY_COUNT = "dlq.replay-count"
+"""How many times the record was redriven to `orders`; past the limit it goes to quarantine."""
+DLQ_HEADERS = (REASON, TOPIC, PARTITION, OFFSET, TIME)
+"""What dead-lettering adds (a redrive takes them off again)."""
+
+_REASON_CLASS_LENGTH = 40
+
+
+def header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
+    """The last value of header `name`, as text (None if absent)."""
+    found = None
+    for key, value in headers:
+        if key == name:
+            found = value.decode("utf-8", "replace")
+    return found
+
+
+def dead_letter_headers(record: "ConsumerRecord[bytes, bytes]", reason: str) -> list[tuple[str, bytes]]:
+    """The record's own headers (an earlier dead-lettering's taken off) and where it came from."""
+    own: Sequence[tuple[str, bytes]] = [(k, v) for k, v in record.headers if k not in DLQ_HEADERS]
+    return [
+        (REASON, reason.encode()),
+        (TOPIC, record.topic.encode()),
+        (PARTITION, str(record.partition).encode()),
+        (OFFSET, str(record.offset).encode()),
+        (TIME, str(record.timestamp).encode()),
+        *own,
+    ]
+
+
+def reason_class(reason: str) -> str:
+    """The kind of a reason, for a metric label: its text before the first colon, bounded
+    (`invalid event`, `processing failed`, `impossible transition`, ...)."""
+    return reason.split(":", 1)[0].strip()[:_REASON_CLASS_LENGTH] or "unknown"
