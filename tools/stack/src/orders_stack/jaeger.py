@@ -81,7 +81,7 @@ class Jaeger:
 
     def stop(self) -> None:
         for proc in self.procs:
-            proc.stop(15)  # it takes a few seconds to exit after SIGTERM
+            proc.stop(10)  # it takes a few seconds to exit after SIGTERM
         self.procs.clear()
 
     def __enter__(self) -> "Jaeger":

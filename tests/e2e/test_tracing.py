@@ -1,0 +1,83 @@
+"""One order, one trace: the api's and the processor's spans in one tree, found in Jaeger by
+the order id, through Jaeger's own query API (tools/stack: orders_stack.jaeger)."""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orders_stack import Infra, Stack
+from orders_stack.jaeger import JAEGER_BIN, Jaeger, find_trace, format_trace
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.redis]
+
+
+@pytest.fixture(scope="module")
+def traced_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Jaeger]]:
+    if not JAEGER_BIN.is_file():
+        pytest.fail(f"{JAEGER_BIN} missing: `make jaeger` builds it (make test does)")
+    unique = f"trace-{uuid.uuid4().hex[:12]}"
+    data_dir: Path = tmp_path_factory.mktemp("jaeger")
+    with Jaeger(data_dir, query_port=0, otlp_port=0, otlp_grpc_port=0) as jaeger:
+        env = {
+            "KAFKA_ORDERS_TOPIC": f"orders-{unique}",
+            "KAFKA_DLQ_TOPIC": f"orders-{unique}.dlq",
+            "KAFKA_CONSUMER_GROUP": f"processor-{unique}",
+            "REDIS_KEY_PREFIX": f"{unique}:",
+            "PROCESSING_DELAY_MS": "50",
+            "BIND_HOST": "127.0.0.1",
+            "TRACING_SAMPLE_RATIO": "1",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",  # export spans within 0.2 s, not 5 s
+            **jaeger.otlp_env(),
+        }
+        with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
+            yield stack, jaeger
+
+
+def _completed(query_url: str, order_id: str) -> bool:
+    answer = httpx.get(f"{query_url}/api/orders/{order_id}", timeout=5)
+    return answer.status_code == 200 and answer.json()["data"]["status"] == "COMPLETED"
+
+
+def test_an_order_is_one_trace_across_api_and_processor(traced_stack: tuple[Stack, Jaeger]) -> None:
+    stack, jaeger = traced_stack
+    placed = httpx.post(
+        f"{stack.api_url}/api/orders",
+        json={"userId": 7, "productName": "Traced Lamp", "quantity": 1, "price": 9.5},
+        timeout=10,
+    )
+    assert placed.status_code == 202, placed.text
+    order_id = placed.json()["data"]["orderId"]
+    from orders_stack.procs import wait_until
+
+    wait_until("the order COMPLETED", lambda: _completed(stack.query_url, order_id), 30)
+
+    def whole_trace() -> bool:
+        found = find_trace(jaeger.query_url, order_id)
+        names = {span["operationName"] for span in found["spans"]} if found else set()
+        return {"orders process", "order complete"} <= names
+
+    wait_until("the processor's spans in Jaeger", whole_trace, 30)
+    trace = find_trace(jaeger.query_url, order_id)
+    assert trace is not None
+    spans = {span["spanID"]: span for span in trace["spans"]}
+    services = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
+    assert {"api", "processor"} <= {services[s["processID"]] for s in spans.values()}
+    for span in spans.values():  # every span names the order
+        tags = {tag["key"]: tag["value"] for tag in span["tags"]}
+        assert tags.get("order.id") == order_id, (span["operationName"], tags)
+
+    def root_of(span: dict[str, object]) -> dict[str, object]:
+        while True:
+            refs = [r for r in span["references"] if r["refType"] == "CHILD_OF"]  # type: ignore[attr-defined]
+            if not refs:
+                return span
+            span = spans[refs[0]["spanID"]]  # a missing parent fails here: not one tree
+
+    completing = next(s for s in spans.values() if s["operationName"] == "order complete")
+    root = root_of(completing)
+    assert services[root["processID"]] == "api"  # type: ignore[index]
+    tree = format_trace(trace)
+    assert "processor: order complete" in tree and "api: orders publish" in tree, tree
