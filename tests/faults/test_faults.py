@@ -263,3 +263,124 @@ async def test_one_idempotency_key_fifty_times_at_once(rig: Rig) -> None:
     await settle(rig.store, ledger, timeout=60)
     assert await rig.store.redis.zcard(rig.store.keys.all_orders) == 1
     assert [h.status for h in await rig.store.history(order_id)] == ["PLACED", "PROCESSING", "COMPLETED"]
+
+
+async def _processor_metrics(rig: Rig) -> str:
+    async with httpx.AsyncClient(timeout=5) as http:
+        return (await http.get(f"{rig.stack.processor_url}/metrics")).text
+
+
+def _lag(text: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "processor_consumer_lag"
+    )
+
+
+async def test_processor_down_during_load_lag_rises_and_returns_to_zero(rig: Rig) -> None:
+    """The processor killed: the orders the api accepts meanwhile are lag once it is back,
+    which it works off to 0; every histogram counts each accepted order once."""
+    await asyncio.to_thread(rig.stack.procs["processor"].kill)
+    ledger = await rig.load(Ledger(), cancel_every=0)
+    await asyncio.to_thread(rig.stack.restart, "processor", signal.SIGKILL)
+    await asyncio.to_thread(rig.stack.wait_ready, "processor")
+    lags: list[float] = []
+    async with asyncio.timeout(180):
+        while not lags or lags[-1] > 0 or max(lags) == 0:
+            lags.append(_lag(await _processor_metrics(rig)))
+            await asyncio.sleep(0.2)
+    assert max(lags) > 0, lags
+    await rig.verify(ledger)
+    processor = await _processor_metrics(rig)
+    accepted = len(ledger.acked)
+    assert metric_value(processor, "processor_order_placed_to_completed_seconds_count") == accepted
+    async with httpx.AsyncClient(timeout=5) as http:
+        api = (await http.get(f"{rig.stack.api_url}/metrics")).text
+    assert metric_value(api, "api_kafka_send_duration_seconds_count", {"kind": "single"}) == accepted
+    assert (
+        metric_value(
+            api,
+            "api_http_request_duration_seconds_count",
+            {"method": "POST", "route": "/api/orders", "status": "202"},
+        )
+        == accepted
+    )
+
+
+async def test_dead_letters_redriven_once_the_bug_is_fixed(rig: Rig) -> None:
+    """A processing bug rejects a class of orders under load: they dead-letter. Redriven while
+    the bug is still on they come back with a replay count, and past the limit go to
+    quarantine. Once it is fixed, a redrive completes every order exactly once, and a second
+    redrive changes nothing."""
+    from orders_processor.dlq import DeadLetter, read_dead_letters, redrive
+    from orders_processor.settings import Settings as ProcessorSettings
+
+    def restart_processor(**env: str) -> None:
+        rig.stack.procs.pop("processor").stop()
+        rig.stack.start_service("processor", **env)
+        rig.stack.wait_ready("processor")
+
+    rig.env["KAFKA_QUARANTINE_TOPIC"] = quarantine = f"{rig.topic}.quarantine"
+    settings = ProcessorSettings(
+        kafka_bootstrap_servers=rig.infra.kafka_bootstrap,
+        kafka_orders_topic=rig.topic,
+        kafka_dlq_topic=rig.env["KAFKA_DLQ_TOPIC"],
+        kafka_quarantine_topic=quarantine,
+        dlq_max_replays=1,
+    )
+    await asyncio.to_thread(restart_processor, PROCESSOR_REJECT_PRODUCTS=r"^item \d*7$")
+    ledger = await rig.load(Ledger())
+    rejected = [
+        order_id
+        for order_id in ledger.acked
+        if str(await rig.store.redis.hget(rig.store.keys.order(order_id), "productName")).endswith("7")
+    ]
+    assert rejected
+    async with asyncio.timeout(120):
+        while len(letters := await read_dead_letters(settings)) < len(rejected):
+            await asyncio.sleep(0.5)
+    assert {letter.order_id for letter in letters} == set(rejected)
+    assert all("fault injection" in letter.reason for letter in letters)
+
+    # Still broken: a redrive comes back with its count; the next one goes to quarantine.
+    one = rejected[0]
+    planned = await redrive(settings, [d for d in letters if d.order_id == one], dry_run=True)
+    assert [item.topic for item in planned] == [rig.topic]  # and nothing sent: see below
+    await redrive(settings, [d for d in letters if d.order_id == one])
+    async with asyncio.timeout(60):
+        while not [d for d in await read_dead_letters(settings) if d.order_id == one and d.replays == 1]:
+            await asyncio.sleep(0.5)
+    again = [d for d in await read_dead_letters(settings) if d.order_id == one and d.replays == 1]
+    (sent,) = await redrive(settings, again)
+    assert sent.topic == quarantine
+    (held,) = await read_records(rig.infra.kafka_bootstrap, quarantine, 1)
+    assert dict(held.headers)["dlq.replay-count"] == b"2"
+
+    # Fixed: redrive everything the bug rejected (each order once: the first dead letter).
+    await asyncio.to_thread(restart_processor)
+    first: dict[str, DeadLetter] = {}
+    for letter in await read_dead_letters(settings.model_copy(update={"dlq_max_replays": 3})):
+        first.setdefault(letter.order_id, letter)
+    assert set(first) == set(rejected)
+    await redrive(settings, list(first.values()))
+    await rig.verify(ledger)
+
+    async def state() -> list[object]:
+        async with rig.store.redis.pipeline(transaction=False) as pipe:
+            for order_id in sorted(ledger.acked):
+                pipe.hgetall(rig.store.keys.order(order_id))
+                pipe.lrange(rig.store.keys.history(order_id), 0, -1)
+            return list(await pipe.execute())
+
+    before = await state()
+    await redrive(settings, list(first.values()))  # the same dead letters, again
+    async with asyncio.timeout(60):
+        while metric_value(await _processor_metrics(rig), "processor_orders_received_total") < 2 * len(first):
+            await asyncio.sleep(0.5)
+    await asyncio.sleep(1)
+    assert await state() == before
+    await rig.verify(ledger)

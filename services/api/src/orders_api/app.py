@@ -31,7 +31,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.store = store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
     app.state.metrics.watch_redis(store.redis)
-    app.state.publisher = publisher = Publisher(settings, SendMetrics(app.state.metrics))
+    app.state.publisher = publisher = Publisher(settings, app.state.send_metrics)
     try:
         await store.load_functions()
         await publisher.start()
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     install_common(app, app.state.settings.cors_origins)
     app.state.metrics = metrics = ServiceMetrics("api")
+    app.state.send_metrics = SendMetrics(metrics)
     app.add_middleware(RequestMetrics, metrics=metrics)
     # Redis is ready when it takes a write: a full or read-only Redis still answers PING.
     health = health_router(

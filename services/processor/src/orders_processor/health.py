@@ -95,7 +95,7 @@ def create_health_app(worker: Worker, redis: Redis | None = None) -> FastAPI:
         title="Order processor", version="0.1.0", docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
     )
     install_common(app)
-    metrics = ServiceMetrics("processor")
+    app.state.metrics = metrics = ServiceMetrics("processor")
     metrics.register(WorkerCollector(worker))
     if redis is not None:
         metrics.watch_redis(redis)

@@ -47,7 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.stream = UpdateStream(store.redis, store.keys)
     app.state.hub = hub = Hub(
-        UpdateStream(reader, store.keys), buffer=settings.sse_client_buffer, metrics=LiveMetrics(metrics)
+        UpdateStream(reader, store.keys), buffer=settings.sse_client_buffer, metrics=app.state.live_metrics
     )
     try:
         await hub.start()
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.process_gauge(
         "asyncio_tasks", "Tasks in the event loop of the process that answers (per worker).", _task_count
     )
+    app.state.live_metrics = LiveMetrics(metrics)  # exported from the start, at 0
     app.add_middleware(RequestMetrics, metrics=metrics)
     # The query service only reads, and a full (OOM) or read-only Redis still serves plain
     # reads: so a PING, not the write probe of the api and the processor. (Its reads queued
