@@ -113,7 +113,7 @@ bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if m
 	$(call debian-packages,wrk=wrk redis-benchmark=redis-tools)
 
 .PHONY: bench
-bench: deps bench-tools ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
+bench: deps bench-tools $(JAEGER) ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
 	$(BIN)/python -m orders_bench $(ARGS)
 
 .PHONY: bench-quick

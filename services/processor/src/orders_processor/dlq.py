@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from orders_common.kafka import ensure_topics, new_producer, stop_bounded
 
@@ -98,9 +99,9 @@ async def read_dead_letters(settings: Settings, filters: Filters = Filters()) ->
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
-    await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(settings.kafka_dlq_topic) or set()
+        await consumer.start()
+        partitions = await _partitions(settings)
         tps = [TopicPartition(settings.kafka_dlq_topic, p) for p in sorted(partitions)]
         if not tps:
             return []
@@ -117,6 +118,17 @@ async def read_dead_letters(settings: Settings, filters: Filters = Filters()) ->
         return [letter for letter in found if filters.match(letter)]
     finally:
         await stop_bounded(consumer, "dead-letter reader stop")
+
+
+async def _partitions(settings: Settings) -> list[int]:
+    """The dead-letter topic's partitions ([] when it does not exist yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([settings.kafka_dlq_topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for p in described.get("partitions") or [])
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from .ceilings import producer_perf, redis_benchmark
 from .feeds import FeedKind
 from .kafka_load import ORDER_JSON, create_topic, event_size, preload
 from .loadgen import STUCK_EXIT, LoadSpec, bound_s
+from .tracing_cost import tracing_rows
 from .wrk import get_ids_script, get_script, post_script, run_wrk
 
 __all__ = ["Plan", "Target", "run_bench"]
@@ -75,6 +77,8 @@ class Plan:
     """Longest wait for the processor to finish its work before a latency step."""
     drain_s: float = 60.0
     """Longest wait for the processor to drain the preloaded backlog."""
+    tracing_rate: int = 1000
+    """Orders a second of the tracing off / 10% / 100% rows (kept up at every setting)."""
 
     @classmethod
     def make(cls, quick: bool, api_workers: int) -> "Plan":
@@ -95,6 +99,7 @@ class Plan:
                 e2e_grace_s=3,
                 idle_wait_s=10,
                 drain_s=20,
+                tracing_rate=500,
             )
         return cls(
             quick=False,
@@ -510,6 +515,23 @@ class Bench:
             "all_completed": completed == len(wanted),
         }
 
+    def tracing(self, steps: _Steps) -> None:
+        """The same load with tracing off, at 10% and 100% sampling (tracing_cost.py)."""
+        stack = self.target.stack
+        assert stack is not None
+        rate = self.plan.tracing_rate
+        steps.now(f"tracing off, 10%, 100%: {rate} orders/s for {self.plan.curve_step_s:.0f}s each")
+
+        def run() -> dict[str, Any]:
+            step = partial(_loadgen, self._spec(f"{self.target.api_url}/api/orders", rate, e2e=True))
+            return tracing_rows(stack, self.logs.parent / "tracing", step, self._wait_idle)
+
+        try:
+            self.results["curves"].update(run())
+        except (RuntimeError, OSError, TimeoutError, subprocess.TimeoutExpired, httpx.HTTPError) as exc:
+            self.errors.append(f"tracing rows: {exc}")
+        steps.done()
+
     def run(self, progress: Progress) -> Results:
         plan = self.plan
         managed = self.target.managed
@@ -520,7 +542,7 @@ class Bench:
             + len(plan.rates)
             + 2
             + 2
-            + (2 + len(plan.rates_200) if managed else 0)
+            + (3 + len(plan.rates_200) if managed else 0)
         )
         steps = _Steps(progress, total)
         self.ceilings(steps)
@@ -529,6 +551,7 @@ class Bench:
         self.reads(steps)
         self.ingest(steps)
         if managed:
+            self.tracing(steps)
             ids = self.restart_with_delay(200, steps)
             self.tutorial(steps)
             self.drain(ids, steps)
