@@ -1,6 +1,9 @@
 """One order, one trace: the api's and the processor's spans in one tree, found in Jaeger by
 the order id, through Jaeger's own query API (tools/stack: orders_stack.jaeger)."""
 
+import asyncio
+import json
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +13,7 @@ import pytest
 
 from orders_stack import Infra, Stack
 from orders_stack.jaeger import JAEGER_BIN, Jaeger, find_trace, format_trace
+from orders_stack.procs import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.redis]
 
@@ -30,6 +34,7 @@ def traced_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "BIND_HOST": "127.0.0.1",
             "TRACING_SAMPLE_RATIO": "1",
             "OTEL_BSP_SCHEDULE_DELAY": "200",  # export spans within 0.2 s, not 5 s
+            "LOG_FORMAT": "json",
             **jaeger.otlp_env(),
         }
         with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
@@ -41,30 +46,49 @@ def _completed(query_url: str, order_id: str) -> bool:
     return answer.status_code == 200 and answer.json()["data"]["status"] == "COMPLETED"
 
 
-def test_an_order_is_one_trace_across_api_and_processor(traced_stack: tuple[Stack, Jaeger]) -> None:
+async def _watch(query_url: str, user_id: int, opened: asyncio.Event) -> None:
+    """A live client of the user's feed, until it has seen a COMPLETED event."""
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream("GET", f"{query_url}/api/orders/events", params={"userId": user_id}) as answer,
+    ):
+        opened.set()
+        async for line in answer.aiter_lines():
+            if line == "event: COMPLETED":
+                return
+
+
+async def test_an_order_is_one_trace_across_api_processor_and_query(
+    traced_stack: tuple[Stack, Jaeger],
+) -> None:
     stack, jaeger = traced_stack
-    placed = httpx.post(
-        f"{stack.api_url}/api/orders",
-        json={"userId": 7, "productName": "Traced Lamp", "quantity": 1, "price": 9.5},
-        timeout=10,
-    )
+    user_id = 7000 + secrets.randbelow(1000)
+    opened = asyncio.Event()
+    watching = asyncio.create_task(_watch(stack.query_url, user_id, opened))
+    await asyncio.wait_for(opened.wait(), 10)
+    async with httpx.AsyncClient(timeout=10) as http:
+        placed = await http.post(
+            f"{stack.api_url}/api/orders",
+            json={"userId": user_id, "productName": "Traced Lamp", "quantity": 1, "price": 9.5},
+        )
     assert placed.status_code == 202, placed.text
     order_id = placed.json()["data"]["orderId"]
-    from orders_stack.procs import wait_until
-
-    wait_until("the order COMPLETED", lambda: _completed(stack.query_url, order_id), 30)
+    await asyncio.wait_for(watching, 30)
+    await asyncio.to_thread(
+        wait_until, "the order COMPLETED", lambda: _completed(stack.query_url, order_id), 30
+    )
 
     def whole_trace() -> bool:
         found = find_trace(jaeger.query_url, order_id)
         names = {span["operationName"] for span in found["spans"]} if found else set()
-        return {"orders process", "order complete"} <= names
+        return {"orders process", "order complete", "sse send"} <= names
 
-    wait_until("the processor's spans in Jaeger", whole_trace, 30)
+    await asyncio.to_thread(wait_until, "the processor's and the query's spans in Jaeger", whole_trace, 30)
     trace = find_trace(jaeger.query_url, order_id)
     assert trace is not None
     spans = {span["spanID"]: span for span in trace["spans"]}
     services = {pid: p["serviceName"] for pid, p in trace["processes"].items()}
-    assert {"api", "processor"} <= {services[s["processID"]] for s in spans.values()}
+    assert {"api", "processor", "query"} <= {services[s["processID"]] for s in spans.values()}
     for span in spans.values():  # every span names the order
         tags = {tag["key"]: tag["value"] for tag in span["tags"]}
         assert tags.get("order.id") == order_id, (span["operationName"], tags)
@@ -82,3 +106,9 @@ def test_an_order_is_one_trace_across_api_and_processor(traced_stack: tuple[Stac
     tree = format_trace(trace)
     assert "processor: order complete" in tree, tree
     assert "api: orders publish" in tree, tree
+    assert "query: sse send" in tree, tree
+
+    # LOG_FORMAT=json: every line the processor wrote is a JSON object naming the service.
+    lines = stack.procs["processor"].log_path.read_text().splitlines()
+    assert lines
+    assert all(json.loads(line)["service"] == "processor" for line in lines)
