@@ -58,6 +58,8 @@ def exported_names() -> set[str]:
     apps = [api_app(), query_app(), create_health_app(worker)]
     names: set[str] = set()
     for app in apps:
+        families = [metric.name for metric in app.state.metrics.registry.collect()]
+        assert len(families) == len(set(families)), f"a metric family exported twice: {sorted(families)}"
         for metric in app.state.metrics.registry.collect():
             names |= _sample_names(metric)
     return names

@@ -68,9 +68,6 @@ class WorkerCollector(Collector):
         for reason, count in sorted(m.dead_letters.items()):
             dead_letters.add_metric([reason], count)
         yield dead_letters
-        yield CounterMetricFamily(
-            "processor_redis_errors", "Redis calls that failed (each retried).", value=m.redis_errors
-        )
         histogram = m.placed_to_completed
         yield HistogramMetricFamily(
             "processor_order_placed_to_completed_seconds",
@@ -97,6 +94,7 @@ def create_health_app(worker: Worker, redis: Redis | None = None) -> FastAPI:
     install_common(app)
     app.state.metrics = metrics = ServiceMetrics("processor")
     metrics.register(WorkerCollector(worker))
+    worker.on_redis_error = metrics.redis_errors.labels("worker").inc  # each is retried
     if redis is not None:
         metrics.watch_redis(redis)
     app.add_middleware(RequestMetrics, metrics=metrics)

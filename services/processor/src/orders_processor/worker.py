@@ -109,7 +109,6 @@ class Metrics:
     """Transitions this process applied, by the status the order moved to."""
     dead_letters: dict[str, int] = field(default_factory=dict)
     """Records dead-lettered, by the kind of reason (deadletter.reason_class)."""
-    redis_errors: int = 0
     placed_to_completed: Histogram = field(default_factory=Histogram)
     """Seconds from each order's creation (the api accepting it) to its completion here."""
 
@@ -141,6 +140,8 @@ class Worker:
         self._late_commit: asyncio.Task[None] | None = None
         """A commit that outlived its wait (Kafka away), left to end in the background."""
         self.metrics = Metrics()
+        self.on_redis_error: Callable[[], object] = lambda: None
+        """Called for each failed Redis call (the health app counts them in its metrics)."""
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -319,7 +320,7 @@ class Worker:
             await self._dead_letter(record, str(exc))
         except _TRANSIENT as exc:
             if isinstance(exc, RedisError):
-                self.metrics.redis_errors += 1
+                self.on_redis_error()
             raise  # retried by the caller
         except Exception as exc:
             # A failure no retry can cure must not freeze the partition's commits.
