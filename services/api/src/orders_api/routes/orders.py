@@ -221,49 +221,38 @@ async def _publish_placed(
     with tracing.span(
         "orders publish", single, kind=SpanKind.PRODUCER, attributes={"orders.count": len(orders)}
     ):
-        return await _publish_in_span(store, publisher, settings, orders, data, refused)
-
-
-async def _publish_in_span(
-    store: OrderStore,
-    publisher: Publisher,
-    settings: Settings,
-    orders: list[Order],
-    data: list[dict[str, Any]],
-    refused: str,
-) -> Response | None:
-    events = [(order.order_id, new_order_id()) for order in orders]
-    trace = tracing.trace_fields()
-    values = [
-        encode_placed(order, event_id, fields, trace)
-        for order, (_, event_id), fields in zip(orders, events, data, strict=True)
-    ]
-    headers = record_headers()
-    try:
-        if len(orders) == 1:
-            await publisher.publish(orders[0].order_id, values[0], headers)
-        else:
-            await publisher.publish_all(
-                [(o.order_id, v) for o, v in zip(orders, values, strict=True)], headers
+        events = [(order.order_id, new_order_id()) for order in orders]
+        trace = tracing.trace_fields()
+        values = [
+            encode_placed(order, event_id, fields, trace)
+            for order, (_, event_id), fields in zip(orders, events, data, strict=True)
+        ]
+        headers = record_headers()
+        try:
+            if len(orders) == 1:
+                await publisher.publish(orders[0].order_id, values[0], headers)
+            else:
+                await publisher.publish_all(
+                    [(o.order_id, v) for o, v in zip(orders, values, strict=True)], headers
+                )
+        except KafkaUnavailable as exc:
+            if not exc.maybe_sent or not await _abandon(store, settings, events):
+                return unavailable(f"{refused}, Kafka is unavailable: {exc}")
+            log.info("orders %s: Kafka was slow to acknowledge but held them", [o for o, _ in events][:3])
+            return None
+        try:
+            await store.create_all(
+                [(o, event_id) for o, (_, event_id) in zip(orders, events, strict=True)],
+                data,
+                trace.get("traceparent", ""),
             )
-    except KafkaUnavailable as exc:
-        if not exc.maybe_sent or not await _abandon(store, settings, events):
-            return unavailable(f"{refused}, Kafka is unavailable: {exc}")
-        log.info("orders %s: Kafka was slow to acknowledge but held them", [o for o, _ in events][:3])
+        except RedisError as exc:
+            log.warning(
+                "%d orders in Kafka but not yet readable (the processor writes them): %s",
+                len(orders),
+                redis_error_text(exc),
+            )
         return None
-    try:
-        await store.create_all(
-            [(o, event_id) for o, (_, event_id) in zip(orders, events, strict=True)],
-            data,
-            trace.get("traceparent", ""),
-        )
-    except RedisError as exc:
-        log.warning(
-            "%d orders in Kafka but not yet readable (the processor writes them): %s",
-            len(orders),
-            redis_error_text(exc),
-        )
-    return None
 
 
 async def _abandon(store: OrderStore, settings: Settings, events: list[tuple[str, str]]) -> bool:
