@@ -19,7 +19,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.redis]
 
 
 @pytest.fixture(scope="module")
-def traced_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Jaeger]]:
+def traced_stack(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, Jaeger, int]]:
+    """The stack with tracing, and where its processor's lines start in the shared log file."""
     if not JAEGER_BIN.is_file():
         pytest.fail(f"{JAEGER_BIN} missing: `make jaeger` builds it (make test does)")
     unique = f"trace-{uuid.uuid4().hex[:12]}"
@@ -37,8 +40,10 @@ def traced_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "LOG_FORMAT": "json",
             **jaeger.otlp_env(),
         }
+        log = infra.data_dir / "logs" / "processor.log"  # the session's stacks append to it
+        start = log.stat().st_size if log.exists() else 0
         with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
-            yield stack, jaeger
+            yield stack, jaeger, start
 
 
 def _completed(query_url: str, order_id: str) -> bool:
@@ -59,9 +64,9 @@ async def _watch(query_url: str, user_id: int, opened: asyncio.Event) -> None:
 
 
 async def test_an_order_is_one_trace_across_api_processor_and_query(
-    traced_stack: tuple[Stack, Jaeger],
+    traced_stack: tuple[Stack, Jaeger, int],
 ) -> None:
-    stack, jaeger = traced_stack
+    stack, jaeger, log_start = traced_stack
     user_id = 7000 + secrets.randbelow(1000)
     opened = asyncio.Event()
     watching = asyncio.create_task(_watch(stack.query_url, user_id, opened))
@@ -109,6 +114,8 @@ async def test_an_order_is_one_trace_across_api_processor_and_query(
     assert "query: sse send" in tree, tree
 
     # LOG_FORMAT=json: every line the processor wrote is a JSON object naming the service.
-    lines = stack.procs["processor"].log_path.read_text().splitlines()
+    with stack.procs["processor"].log_path.open("rb") as log:
+        log.seek(log_start)
+        lines = log.read().decode().splitlines()
     assert lines
     assert all(json.loads(line)["service"] == "processor" for line in lines)
