@@ -6,6 +6,7 @@ from functools import partial
 
 from fastapi import FastAPI
 
+from orders_common.auth import check_bind, install_auth
 from orders_common.docs import install_docs
 from orders_common.fastpath import include
 from orders_common.http import NO_TELEMETRY, health_router, install_common, redis_write_check
@@ -34,9 +35,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await store.load_functions()
         await publisher.start()
+        await app.state.auth.start(store.redis, store.keys)
         freeze_startup_heap()
         yield
     finally:
+        await app.state.auth.stop()
         await publisher.stop()
         await store.redis.aclose()
 
@@ -52,8 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings or get_settings()
-    install_common(app, app.state.settings.cors_origins)
+    app.state.settings = settings = settings or get_settings()
+    check_bind(settings, settings.bind_host)
+    install_common(app, settings.cors_origins)
+    install_auth(app, settings)
     app.state.metrics = metrics = ServiceMetrics("api")
     app.add_middleware(RequestMetrics, metrics=metrics)
     # Redis is ready when it takes a write: a full or read-only Redis still answers PING.
