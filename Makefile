@@ -9,13 +9,14 @@ CACHE := .cache
 KAFKA_LIBS := $(CACHE)/kafka/libs
 COMPOSE_SPEC := $(CACHE)/bin/compose-spec
 COMPOSE_GO_VERSION := v2.16.2
+HYDRA := $(CACHE)/bin/hydra
 PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench
 CHROMIUM ?= /usr/bin/chromium
 
 # Debian's packages a goal needs, as command=package: each is installed only when its command is
 # missing; Maven only until Kafka's jars are fetched, Go only until the compose loader is built.
 UP_PACKAGES := redis-server=redis-server java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
-TEST_PACKAGES := $(UP_PACKAGES) $(if $(wildcard $(COMPOSE_SPEC)),,go=golang-go) $(CHROMIUM)=chromium
+TEST_PACKAGES := $(UP_PACKAGES) $(if $(wildcard $(COMPOSE_SPEC))$(wildcard $(HYDRA)),,go=golang-go) $(CHROMIUM)=chromium
 
 # $(call debian-packages,command=package ...): installs the missing ones from Debian's packages
 # when run as root; otherwise stops, naming the one command that installs them all.
@@ -70,22 +71,36 @@ $(COMPOSE_SPEC):
 	GOBIN=$(CURDIR)/$(CACHE)/gobin go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION)
 	mv $(CACHE)/gobin/cmd $@
 
+# Ory Hydra, the OpenID Connect provider of AUTH_MODE=oidc: its own Go module (infra/hydra, pinned in go.sum),
+# with its in-memory store (sqlite tags, cgo).
+$(HYDRA): infra/hydra/go.mod infra/hydra/go.sum
+	$(call debian-packages,go=golang-go gcc=gcc)
+	mkdir -p $(CACHE)/bin
+	cd infra/hydra && go build -mod=mod -tags sqlite,sqlite_omit_load_extension -o $(CURDIR)/$@ github.com/ory/hydra/v2
+
+.PHONY: hydra
+hydra: $(HYDRA) ## Build Ory Hydra (the local OpenID Connect provider) into .cache/bin
+
 .PHONY: tools
-tools: $(COMPOSE_SPEC) ## Build the Compose Specification's loader for the static checks
+tools: $(COMPOSE_SPEC) $(HYDRA) ## Build the Compose Specification's loader and Ory Hydra for the tests
 
 .PHONY: deps
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
 
 .PHONY: up
-up: deps ## Run Kafka, Redis, api, processor and query as local processes (Ctrl-C stops all)
+up: deps $(if $(filter oidc,$(AUTH_MODE)),$(HYDRA)) ## Run Kafka, Redis, api, processor and query as local processes (Ctrl-C stops all); AUTH_MODE=oidc adds Ory Hydra
 	$(BIN)/python -m orders_stack
+
+.PHONY: token
+token: install ## Print an access token of the running stack's provider (make up AUTH_MODE=oidc): USER=7 [ROLE=staff|service]
+	@$(BIN)/python -m orders_stack.token $(if $(filter command line,$(origin USER)),--user $(USER)) $(if $(ROLE),--role $(ROLE))
 
 .PHONY: bench-tools
 bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (root; else names the command)
 	$(call debian-packages,wrk=wrk redis-benchmark=redis-tools)
 
 .PHONY: bench
-bench: deps bench-tools ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
+bench: deps bench-tools $(HYDRA) ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
 	$(BIN)/python -m orders_bench $(ARGS)
 
 .PHONY: bench-quick
