@@ -206,6 +206,10 @@ class Hydra:
             wait_until("Hydra", lambda: httpx.get(discovery, timeout=20).status_code == 200, 60, [self.proc])
             wait_until("Hydra admin", lambda: httpx.get(f"{admin}/health/ready", timeout=2).is_success, 60)
             self.provider = self._create_clients(issuer, admin)
+            # Hydra makes its access-token signing key when it first signs one: make it now, so
+            # the services find it in the JWKS they read at start (an unknown kid refetches
+            # at most every OIDC_JWKS_MIN_REFETCH_S).
+            self.provider.service_token()
         except BaseException:
             self.stop()
             raise
