@@ -141,6 +141,11 @@ class AuthSettings(BaseSettings):
     oidc_token_cache_size: int = Field(10_000, ge=0, description="Verified tokens remembered at most.")
     oidc_max_token_bytes: int = Field(8192, ge=256, description="A longer token is refused (401).")
     oidc_timeout_s: float = Field(5.0, gt=0, description="Longest wait for the provider's discovery or keys.")
+    oidc_token_url: str = Field(
+        "",
+        description="Token endpoint Swagger UI's Authorize posts to, as a browser reaches it "
+        "(default: the one in the provider's discovery document).",
+    )
     oidc_swagger_client_id: str = Field(
         "", description="Client id Swagger UI's Authorize dialog starts with (client credentials)."
     )
@@ -601,7 +606,7 @@ def _document_security(app: FastAPI, auth: Auth) -> None:
                 "description": "An access token of the provider (`make token USER=7` prints one).",
             }
         }
-        token_url = auth.verifier.token_endpoint if auth.verifier else None
+        token_url = auth.settings.oidc_token_url or (auth.verifier.token_endpoint if auth.verifier else None)
         if token_url:
             s = auth.settings
             scopes = {s.oidc_service_role: "A service client: places orders for any user"}
