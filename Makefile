@@ -16,7 +16,7 @@ CHROMIUM ?= /usr/bin/chromium
 # Debian's packages a goal needs, as command=package: each is installed only when its command is
 # missing; Maven only until Kafka's jars are fetched, Go only until the compose loader is built.
 UP_PACKAGES := redis-server=redis-server java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
-TEST_PACKAGES := $(UP_PACKAGES) $(if $(wildcard $(COMPOSE_SPEC))$(wildcard $(HYDRA)),,go=golang-go) $(CHROMIUM)=chromium
+TEST_PACKAGES := $(UP_PACKAGES) $(if $(and $(wildcard $(COMPOSE_SPEC)),$(wildcard $(HYDRA))),,go=golang-go) $(if $(wildcard $(HYDRA)),,gcc=gcc) $(CHROMIUM)=chromium
 
 # $(call debian-packages,command=package ...): installs the missing ones from Debian's packages
 # when run as root; otherwise stops, naming the one command that installs them all.

@@ -464,3 +464,17 @@ def test_access_log_lines_never_carry_a_ticket() -> None:
     assert redact_query(record)
     assert "s3cr3t" not in record.getMessage()
     assert "ticket=%5Bredacted%5D&userId=1" in record.getMessage()
+
+
+async def test_a_cached_token_is_never_used_past_its_exp(
+    test_env: dict[str, str], provider: KeyProvider, orders: dict[int, Order]
+) -> None:
+    settings = oidc_settings(test_env, provider, oidc_clock_skew_s=0, oidc_token_cache_s=600)
+    now = int(time.time())
+    token = provider.sign(provider.claims(exp=now + 2))
+    async with serve(settings) as query:
+        assert (await query.get("/api/orders", headers=bearer(token))).status_code == 200  # now cached
+        await asyncio.sleep(max(0.0, now + 3 - time.time()))
+        answer = await query.get("/api/orders", headers=bearer(token))
+        assert answer.status_code == 401
+        assert "expired" in answer.json()["message"]
