@@ -15,11 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import expect
 
 from orders_stack.oidc import Provider
 from orders_stack.sse import read_events
 
-from .conftest import Urls
+from .conftest import BrowserPage, Urls
 
 pytestmark = pytest.mark.e2e
 
@@ -185,3 +186,29 @@ async def test_the_customer_feed_through_a_stream_ticket(
         assert event.event == "PLACED"
         assert event.json()["orderId"] == mine
     assert (await query.get(f"/api/orders/events?ticket={ticket}")).status_code == 401  # used once
+
+
+@pytest.mark.browser
+async def test_swagger_ui_authorizes_with_client_credentials_against_hydra(
+    oidc_urls: Urls, provider: Provider, browser_page: BrowserPage
+) -> None:
+    """Authorize in Swagger UI (client credentials of orders-service) gets a token from Hydra
+    that the services accept: the page adds the audience Hydra needs to the token request."""
+    page = browser_page.page
+    provider.allow_origins([oidc_urls.api])
+    await page.goto(oidc_urls.api + "/docs")
+    await page.click("button.authorize")
+    dialog = page.locator(".auth-container").filter(has_text="clientCredentials")
+    await dialog.locator("#client_id_clientCredentials").fill(provider.service_client)
+    await dialog.locator("#client_secret_clientCredentials").fill(provider.service_secret)
+    await dialog.locator("label[for$='-checkbox-clientCredentials']").click()  # orders:service
+    await dialog.locator("button[aria-label='Apply given OAuth2 credentials']").click()
+    await expect(dialog.locator("button[aria-label='Remove authorization']")).to_be_visible(timeout=30_000)
+    token = await page.evaluate(
+        "() => ui.authSelectors.authorized().toJS().clientCredentials.token.access_token"
+    )
+    assert token
+    async with httpx.AsyncClient(base_url=oidc_urls.query, timeout=30) as query:
+        answer = await query.get("/api/orders", headers=bearer(token))
+        assert answer.status_code == 200, answer.text
+    assert browser_page.problems == []

@@ -54,6 +54,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .batching import ScriptBatcher
@@ -84,6 +85,7 @@ PUBLIC_PATHS = frozenset(
         "/",  # the api's redirect to /docs, the query service's index page
         "/docs",
         "/docs/oauth2-redirect",
+        "/docs/oauth2-audience.js",
         "/openapi.json",
         "/asyncapi.json",
         "/metrics",  # meant for the internal network (README, Security)
@@ -636,6 +638,36 @@ def _document_security(app: FastAPI, auth: Auth) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    script = _AUDIENCE_JS.replace("AUDIENCE", orjson.dumps(auth.settings.oidc_audience).decode())
+
+    async def audience_js(request: Request) -> Response:
+        return Response(script, media_type="text/javascript", headers={"X-Content-Type-Options": "nosniff"})
+
+    app.add_route("/docs/oauth2-audience.js", audience_js, methods=["GET"], include_in_schema=False)
+    app.state.swagger_ui_scripts = ["/docs/oauth2-audience.js"]
+
+
+_AUDIENCE_JS = """"use strict";
+// Swagger UI's client-credentials request carries only grant_type and scope, and providers such
+// as Ory Hydra put an audience in the token only when the request names one: add ours.
+(() => {
+  const audience = AUDIENCE;
+  const wrap = () => {
+    if (typeof ui === "undefined") return setTimeout(wrap, 50);
+    const configs = ui.getConfigs();
+    const previous = configs.requestInterceptor;
+    configs.requestInterceptor = (request) => {
+      const body = request.body;
+      const asked = typeof body === "string" && body.includes("grant_type=client_credentials");
+      if (asked && !body.includes("audience=")) {
+        request.body = `${body}&audience=${encodeURIComponent(audience)}`;
+      }
+      return previous ? previous(request) : request;
+    };
+  };
+  wrap();
+})();
+"""
 
 
 def redact_query(record: logging.LogRecord) -> bool:

@@ -70,6 +70,13 @@ class Provider:
             "OIDC_SWAGGER_CLIENT_ID": self.service_client,
         }
 
+    def allow_origins(self, origins: list[str]) -> None:
+        """Let pages of `origins` (Swagger UI on the services) get the service client's tokens
+        from the browser: Hydra answers CORS on its token endpoint per client."""
+        patch = [{"op": "replace", "path": "/allowed_cors_origins", "value": origins}]
+        answer = httpx.patch(f"{self.admin}/admin/clients/{self.service_client}", json=patch, timeout=10)
+        answer.raise_for_status()
+
     def service_token(self) -> str:
         """A service client's access token (client credentials)."""
         with httpx.Client(timeout=10) as client:
@@ -194,6 +201,8 @@ class Hydra:
             # Swagger UI's Authorize posts to the token endpoint from the services' origins.
             "SERVE_PUBLIC_CORS_ENABLED": "true",
             "SERVE_PUBLIC_CORS_ALLOWED_ORIGINS": ",".join(self.cors_origins or ["*"]),
+            # Swagger UI's token request sends X-Requested-With, which is not among Hydra's defaults.
+            "SERVE_PUBLIC_CORS_ALLOWED_HEADERS": "Accept,Authorization,Content-Type,X-Requested-With",
         }
         self.proc = Proc(
             "hydra",
@@ -206,6 +215,8 @@ class Hydra:
             wait_until("Hydra", lambda: httpx.get(discovery, timeout=20).status_code == 200, 60, [self.proc])
             wait_until("Hydra admin", lambda: httpx.get(f"{admin}/health/ready", timeout=2).is_success, 60)
             self.provider = self._create_clients(issuer, admin)
+            if self.cors_origins:
+                self.provider.allow_origins(self.cors_origins)
             # Hydra makes its access-token signing key when it first signs one: make it now, so
             # the services find it in the JWKS they read at start (an unknown kid refetches
             # at most every OIDC_JWKS_MIN_REFETCH_S).
