@@ -478,3 +478,9 @@ async def test_a_cached_token_is_never_used_past_its_exp(
         answer = await query.get("/api/orders", headers=bearer(token))
         assert answer.status_code == 401
         assert "expired" in answer.json()["message"]
+
+
+def test_the_service_refuses_to_start_open_on_a_public_address() -> None:
+    with pytest.raises(RuntimeError, match="refusing to serve without access control"):
+        create_app(Settings(bind_host="0.0.0.0"))
+    create_app(Settings(bind_host="0.0.0.0", auth_mode="none"))  # said on purpose
