@@ -8,7 +8,6 @@ claim), never a 5xx and never another user's data.
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -22,7 +21,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -138,29 +136,6 @@ def provider() -> Iterator[KeyProvider]:
         running.stop()
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the test runner owns the signals
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The query app served by uvicorn on a free loopback port, in this event loop."""
-    port = free_port()
-    server = _Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-
-
 def oidc_settings(test_env: dict[str, str], provider: KeyProvider, **extra: Any) -> Settings:
     return Settings(
         redis_url=test_env["REDIS_URL"],
@@ -174,7 +149,9 @@ def oidc_settings(test_env: dict[str, str], provider: KeyProvider, **extra: Any)
 
 
 @pytest.fixture
-async def query(test_env: dict[str, str], provider: KeyProvider) -> AsyncIterator[httpx.AsyncClient]:
+async def query(
+    test_env: dict[str, str], provider: KeyProvider, serve: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     async with serve(oidc_settings(test_env, provider)) as client:
         yield client
 
@@ -397,7 +374,7 @@ async def test_the_openapi_document_offers_bearer_and_client_credentials(query: 
 
 
 async def test_429_with_retry_after_across_two_instances_sharing_redis(
-    test_env: dict[str, str], provider: KeyProvider, orders: dict[int, Order]
+    test_env: dict[str, str], provider: KeyProvider, orders: dict[int, Order], serve: Any
 ) -> None:
     settings = oidc_settings(test_env, provider, rate_limit_requests=6, rate_limit_window_s=600)
     a, b = bearer(provider.token(USER_A)), bearer(provider.token(USER_B))
@@ -414,7 +391,7 @@ async def test_429_with_retry_after_across_two_instances_sharing_redis(
 
 
 async def test_an_unknown_kid_refetches_the_keys_at_most_every_interval(
-    test_env: dict[str, str], provider: KeyProvider, orders: dict[int, Order]
+    test_env: dict[str, str], provider: KeyProvider, orders: dict[int, Order], serve: Any
 ) -> None:
     settings = oidc_settings(test_env, provider, oidc_jwks_min_refetch_s=3600)
     async with serve(settings) as query:
@@ -467,7 +444,7 @@ def test_access_log_lines_never_carry_a_ticket() -> None:
 
 
 async def test_a_cached_token_is_never_used_past_its_exp(
-    test_env: dict[str, str], provider: KeyProvider, orders: dict[int, Order]
+    test_env: dict[str, str], provider: KeyProvider, orders: dict[int, Order], serve: Any
 ) -> None:
     settings = oidc_settings(test_env, provider, oidc_clock_skew_s=0, oidc_token_cache_s=600)
     now = int(time.time())
