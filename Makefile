@@ -11,13 +11,14 @@ COMPOSE_SPEC := $(CACHE)/bin/compose-spec
 COMPOSE_GO_VERSION := v2.16.2
 JAEGER := $(CACHE)/bin/jaeger
 PROMTOOL := $(CACHE)/bin/promtool
+HYDRA := $(CACHE)/bin/hydra
 PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench
 CHROMIUM ?= /usr/bin/chromium
 
 # Debian's packages a goal needs, as command=package: each is installed only when its command is
 # missing; Maven only until Kafka's jars are fetched, Go only until the compose loader is built.
 UP_PACKAGES := redis-server=redis-server java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
-TEST_PACKAGES := $(UP_PACKAGES) $(if $(wildcard $(COMPOSE_SPEC)),,go=golang-go) $(CHROMIUM)=chromium
+TEST_PACKAGES := $(UP_PACKAGES) $(if $(and $(wildcard $(COMPOSE_SPEC)),$(wildcard $(HYDRA)),$(wildcard $(JAEGER)),$(wildcard $(PROMTOOL))),,go=golang-go) $(if $(wildcard $(HYDRA)),,gcc=gcc) $(CHROMIUM)=chromium
 
 # $(call debian-packages,command=package ...): installs the missing ones from Debian's packages
 # when run as root; otherwise stops, naming the one command that installs them all.
@@ -89,14 +90,25 @@ jaeger: $(JAEGER) ## Build Jaeger (all-in-one, for TRACING=1) from the Go module
 .PHONY: promtool
 promtool: $(PROMTOOL) ## Build promtool (checks the alert rules) into .cache/bin (minutes, once)
 
+
+# Ory Hydra, the OpenID Connect provider of AUTH_MODE=oidc: its own Go module (infra/hydra, pinned in go.sum),
+# with its in-memory store (sqlite tags, cgo).
+$(HYDRA): infra/hydra/go.mod infra/hydra/go.sum
+	$(call debian-packages,go=golang-go gcc=gcc)
+	mkdir -p $(CACHE)/bin
+	cd infra/hydra && go build -mod=mod -tags sqlite,sqlite_omit_load_extension -o $(CURDIR)/$@ github.com/ory/hydra/v2
+
+.PHONY: hydra
+hydra: $(HYDRA) ## Build Ory Hydra (the local OpenID Connect provider) into .cache/bin
+
 .PHONY: tools
-tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) ## Build the Compose loader, Jaeger and promtool for the tests
+tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) $(HYDRA) ## Build the Compose loader, Jaeger, promtool and Ory Hydra for the tests
 
 .PHONY: deps
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
 
 .PHONY: up
-up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) ## Run Kafka, Redis, api, processor and query as local processes (TRACING=1: and Jaeger; Ctrl-C stops all)
+up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) $(if $(filter oidc,$(AUTH_MODE)),$(HYDRA)) ## Run Kafka, Redis, api, processor and query as local processes (TRACING=1: and Jaeger; AUTH_MODE=oidc: and Ory Hydra; Ctrl-C stops all)
 	TRACING=$(TRACING) $(BIN)/python -m orders_stack
 
 .PHONY: trace
@@ -108,12 +120,16 @@ trace: install ## Print an order's trace from Jaeger as a tree with durations: m
 dlq: install ## Dead letters: list, filter, redrive (make dlq ARGS="--help")
 	$(BIN)/python -m orders_processor.dlq $(ARGS)
 
+.PHONY: token
+token: install ## Print an access token of the running stack's provider (make up AUTH_MODE=oidc): USER=7 [ROLE=staff|service]
+	@$(BIN)/python -m orders_stack.token $(if $(filter command line,$(origin USER)),--user $(USER)) $(if $(ROLE),--role $(ROLE))
+
 .PHONY: bench-tools
 bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (root; else names the command)
 	$(call debian-packages,wrk=wrk redis-benchmark=redis-tools)
 
 .PHONY: bench
-bench: deps bench-tools $(JAEGER) ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
+bench: deps bench-tools $(JAEGER) $(HYDRA) ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
 	$(BIN)/python -m orders_bench $(ARGS)
 
 .PHONY: bench-quick

@@ -12,10 +12,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from playwright.async_api import ConsoleMessage, Error, Page, async_playwright
+
+if TYPE_CHECKING:
+    from orders_stack.oidc import Provider
 
 
 @dataclass(frozen=True)
@@ -25,11 +29,13 @@ class Urls:
 
 
 @contextlib.contextmanager
-def own_stack(request: pytest.FixtureRequest, label: str) -> Iterator[Urls]:
+def own_stack(request: pytest.FixtureRequest, label: str, oidc: bool = False) -> Iterator[Urls]:
     """The stack named by E2E_API_URL and E2E_QUERY_URL, or one started here on the session's
-    Kafka and Redis, with a topic, group and key prefix of its own (stopped at the end)."""
+    Kafka and Redis, with a topic, group and key prefix of its own (stopped at the end).
+    `oidc`: in AUTH_MODE=oidc, with the session's Ory Hydra as its provider (never the
+    stack named by E2E_*, whose mode is its own)."""
     api, query = os.environ.get("E2E_API_URL"), os.environ.get("E2E_QUERY_URL")
-    if api and query:
+    if api and query and not oidc:
         yield Urls(api.rstrip("/"), query.rstrip("/"))
         return
     from orders_stack import Stack
@@ -44,12 +50,30 @@ def own_stack(request: pytest.FixtureRequest, label: str) -> Iterator[Urls]:
         "PROCESSING_DELAY_MS": "200",
         "BIND_HOST": "127.0.0.1",  # servers in tests listen on loopback only
     }
+    if oidc:
+        env.update(request.getfixturevalue("provider").service_env)
     with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
         yield Urls(stack.api_url, stack.query_url)
 
 
 @pytest.fixture(scope="session")
-def own_stack_factory() -> Callable[[pytest.FixtureRequest, str], AbstractContextManager[Urls]]:
+def provider(tmp_path_factory: pytest.TempPathFactory) -> "Iterator[Provider]":
+    """Ory Hydra (in-memory, loopback) with the project's clients, for the session."""
+    from orders_stack.oidc import Hydra
+
+    with Hydra(tmp_path_factory.mktemp("hydra"), public_port=0, admin_port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def oidc_urls(request: pytest.FixtureRequest) -> Iterator[Urls]:
+    """A stack of its own in AUTH_MODE=oidc, on the session's Hydra."""
+    with own_stack(request, "oidc", oidc=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def own_stack_factory() -> Callable[..., AbstractContextManager[Urls]]:
     """`own_stack`, for test modules that want a stack of their own."""
     return own_stack
 

@@ -53,3 +53,30 @@ async def test_the_dashboard_places_an_order_and_follows_it_to_completed(
     REPORTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(REPORTS / "dashboard.png"), full_page=True)
     assert browser_page.problems == []
+
+
+async def test_the_dashboard_works_for_staff_with_a_pasted_token(
+    oidc_urls: Any, provider: Any, user_id: int, browser_page: BrowserPage
+) -> None:
+    """AUTH_MODE=oidc: the page asks for a token; with a staff token (Hydra's) it reads, places
+    (as the staff member's own user) and follows the feed through stream tickets."""
+    page = browser_page.page
+    await page.goto(oidc_urls.query + "/dashboard")
+    form = page.locator("#token-form")
+    await expect(form).to_be_visible(timeout=30_000)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "down")
+    await page.fill("input[name=token]", provider.user_token(user_id, "staff"))
+    await page.click("#token-form button")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=30_000)
+    await expect(form).to_be_hidden()
+
+    await page.fill("input[name=userId]", str(user_id))
+    await page.fill("input[name=productName]", "Ordered by staff")
+    await page.click("#place")
+    result = page.locator("#result.ok")
+    await expect(result).to_be_visible(timeout=30_000)
+    order_id = await result.get_attribute("data-order-id")
+    row = page.locator(f"tr[data-order-id='{order_id}']")
+    await expect(row).to_have_attribute("data-status", "COMPLETED", timeout=30_000)
+    # The only console errors are the browser's report of the first, token-less 401s.
+    assert all("401" in problem for problem in browser_page.problems), browser_page.problems

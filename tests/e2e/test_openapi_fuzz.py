@@ -8,6 +8,11 @@ valid-looking input is refused by design (a cursor this service did not hand
 out, an unknown status name, an Idempotency-Key reused for another body).
 The live streams (`.../events`) are left to the SSE tests (test_live.py): a
 valid request to one is a stream that does not end.
+
+Each service is fuzzed three times: in AUTH_MODE=none, and in oidc with a
+service client's token from Ory Hydra (plus schemathesis' `ignored_auth`: the
+same requests without the token must be refused) and without one (every
+answer a documented 401).
 """
 
 import subprocess
@@ -40,20 +45,40 @@ def fuzzed(request: pytest.FixtureRequest, own_stack_factory: Any) -> Iterator[A
         yield running
 
 
+@pytest.fixture(scope="module")
+def fuzzed_oidc(request: pytest.FixtureRequest, own_stack_factory: Any) -> Iterator[Any]:
+    """The same in AUTH_MODE=oidc, on the session's Hydra."""
+    with own_stack_factory(request, "fuzz-oidc", oidc=True) as running:
+        yield running
+
+
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("auth", ["none", "oidc with a token", "oidc without a token"])
 @pytest.mark.parametrize("service", ["api", "query"])
-def test_every_generated_request_gets_a_documented_answer(fuzzed: Any, service: str, tmp_path: Path) -> None:
-    base = getattr(fuzzed, service)
+def test_every_generated_request_gets_a_documented_answer(
+    request: pytest.FixtureRequest, service: str, auth: str, tmp_path: Path
+) -> None:
+    checks, extra, examples = list(CHECKS), [], 150
+    if auth == "none":
+        base = getattr(request.getfixturevalue("fuzzed"), service)
+    else:
+        base = getattr(request.getfixturevalue("fuzzed_oidc"), service)
+        examples = 40  # the none run covers the inputs; these cover the access control
+        if auth == "oidc with a token":
+            token = request.getfixturevalue("provider").service_token()
+            extra = ["--header", f"Authorization: Bearer {token}"]
+            checks.append("ignored_auth")
     schemathesis = Path(sys.executable).parent / "st"
     result = subprocess.run(
         [
             str(schemathesis),
             "run",
             f"{base}/openapi.json",
+            *extra,
             "--checks",
-            ",".join(CHECKS),
+            ",".join(checks),
             "--max-examples",
-            "150",
+            str(examples),
             "--request-timeout",
             "30",
             "--exclude-path-regex",

@@ -13,9 +13,8 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,6 +27,7 @@ from orders_common.store import OrderStore
 from orders_stack import Infra, Stack, free_port
 from orders_stack.ledger import Ledger, audit, place_orders, read_records, redis_full, settle, until
 from orders_stack.metrics import metric_value
+from orders_stack.oidc import Hydra, Provider
 
 # Each test may restart Kafka (up to 2 min) and wait for its backlog: more than the default limit.
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.redis, pytest.mark.timeout(600)]
@@ -58,9 +58,18 @@ class Rig:
         self.stack.start_service("processor", key, PROCESSOR_PORT=str(free_port()))
         self.stack.wait_ready(key)
 
+    headers: dict[str, str] | None = None
+    user_ids: Callable[[int], int] = lambda n: n % 97 + 1
+
     async def load(self, ledger: Ledger, count: int = COUNT, cancel_every: int = 10) -> Ledger:
         return await place_orders(
-            self.stack.api_url, count, rate=RATE, cancel_every=cancel_every, ledger=ledger
+            self.stack.api_url,
+            count,
+            rate=RATE,
+            cancel_every=cancel_every,
+            ledger=ledger,
+            headers=self.headers,
+            user_ids=self.user_ids,
         )
 
     async def verify(self, ledger: Ledger, *, refusals_expected: bool = False) -> None:
@@ -79,8 +88,23 @@ class Rig:
         assert await self.store.redis.zcard(self.store.keys.all_orders) == result.in_model
 
 
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    """Ory Hydra, for the tests run in AUTH_MODE=oidc."""
+    with Hydra(tmp_path_factory.mktemp("hydra"), public_port=0, admin_port=0) as running:
+        yield running
+
+
+@pytest.fixture(params=["none", "oidc"])
+def auth_mode(request: pytest.FixtureRequest) -> str:
+    """The fault tests that run in both modes: the guarantees do not depend on access control."""
+    mode: str = request.param
+    return mode
+
+
 @pytest.fixture
-async def rig(own_infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(own_infra: Infra, unique: str, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    mode = request.getfixturevalue("auth_mode") if "auth_mode" in request.fixturenames else "none"
     env = {
         "KAFKA_ORDERS_TOPIC": f"orders-{unique}",
         "KAFKA_DLQ_TOPIC": f"orders-{unique}.dlq",
@@ -91,17 +115,29 @@ async def rig(own_infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Ri
         "PROCESSOR_DRAIN_TIMEOUT_MS": "10000",
         "BIND_HOST": "127.0.0.1",
     }
+    headers, user_ids = None, Rig.user_ids
+    if mode == "oidc":
+        # One customer places every order and cancels its own: its token, its rate limit counted.
+        provider: Provider = request.getfixturevalue("provider")
+        env.update(provider.service_env, RATE_LIMIT_REQUESTS="100000")
+        headers = {"Authorization": f"Bearer {provider.user_token(7)}"}
+        user_ids = _user_7
     stack = Stack(own_infra, api_port=0, query_port=0, processor_port=0, env=env)
     store = OrderStore.connect(
         RedisSettings(redis_url=own_infra.redis_url, redis_key_prefix=env["REDIS_KEY_PREFIX"])
     )
     with stack:
         try:
-            yield Rig(own_infra, stack, store, env)
+            yield Rig(own_infra, stack, store, env, headers, user_ids)
         finally:
             await store.redis.aclose()
 
 
+def _user_7(n: int) -> int:
+    return 7
+
+
+@pytest.mark.usefixtures("auth_mode")
 async def test_processor_killed_mid_load_and_restarted(rig: Rig) -> None:
     ledger = Ledger()
     load = asyncio.create_task(rig.load(ledger))

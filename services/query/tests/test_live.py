@@ -1,13 +1,11 @@
 """Live streams over a real Redis and a real HTTP server (SSE needs one that streams, not ASGI in memory)."""
 
 import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from orders_common.keys import Keys
 from orders_common.metrics import ServiceMetrics
@@ -15,21 +13,13 @@ from orders_common.models import Order
 from orders_common.models import OrderStatus as S
 from orders_common.store import OrderStore
 from orders_common.stream import UpdateStream
-from orders_query.app import create_app
 from orders_query.live import Hub, LiveMetrics, LiveStream
 from orders_query.settings import Settings
-from orders_stack import free_port
 from orders_stack.sse import SseEvent, read_events
 
 pytestmark = pytest.mark.redis
 
 NewOrder = Callable[..., Order]
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the test runner owns the signals
 
 
 @pytest.fixture
@@ -43,20 +33,10 @@ def settings(test_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-async def query(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def query(settings: Settings, serve: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The query app served by uvicorn on a free loopback port, in this event loop."""
-    port = free_port()
-    server = _Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with serve(settings) as client:
+        yield client
 
 
 async def collect(

@@ -10,9 +10,11 @@ serves
   UI's Authorize button returns to, self-contained;
 - `/docs/assets/...`: those few files of the package, nothing else.
 
-None of these routes is in the OpenAPI document. ReDoc is not served.
+None of these routes is in the OpenAPI document. ReDoc is not served. Scripts named in
+`app.state.swagger_ui_scripts` (URLs of the app's own) are added to the page after Swagger UI's.
 """
 
+import html
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
@@ -60,7 +62,7 @@ def install_docs(app: FastAPI, docs_url: str = "/docs") -> None:
 
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{root}{assets}/{_JS}",
@@ -70,6 +72,11 @@ def install_docs(app: FastAPI, docs_url: str = "/docs") -> None:
             init_oauth=app.swagger_ui_init_oauth,
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
+        scripts = getattr(app.state, "swagger_ui_scripts", ())
+        if not scripts:
+            return page
+        tags = "".join(f'<script src="{root}{html.escape(src)}"></script>' for src in scripts)
+        return HTMLResponse(bytes(page.body).replace(b"</body>", tags.encode() + b"</body>"))
 
     app.add_route(docs_url, swagger_ui, methods=["GET"], include_in_schema=False)
     if redirect_url:

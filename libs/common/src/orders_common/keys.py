@@ -44,6 +44,14 @@ class Keys:
         """String with a TTL: a service's readiness probe writes its time here (Redis takes writes)."""
         return f"{self.prefix}health:{service}"
 
+    def rate_limit(self, principal_digest: str, window: int) -> str:
+        """Counter with a TTL: requests of a principal (its SHA-256) in one rate-limit window."""
+        return f"{self.prefix}ratelimit:{principal_digest}:{window}"
+
+    def stream_ticket(self, ticket_digest: str) -> str:
+        """String with a TTL: the principal a stream ticket (its SHA-256) stands for, used once."""
+        return f"{self.prefix}ticket:{ticket_digest}"
+
     @property
     def updates(self) -> str:
         """Stream: one entry per transition, capped in length, for live clients."""

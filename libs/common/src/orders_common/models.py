@@ -46,6 +46,7 @@ __all__ = [
     "ProductName",
     "Quantity",
     "RecordedProductName",
+    "StreamTicket",
     "UserId",
     "load_json_exact",
     "new_order_id",
@@ -351,6 +352,14 @@ class HistoryEntry(WireModel):
     position: str | None = Field(
         None, description="The transition's entry in the update stream: a `Last-Event-ID` to resume from."
     )
+
+
+class StreamTicket(WireModel):
+    """A single-use ticket that opens one live stream (`?ticket=`), for clients that cannot
+    send an `Authorization` header."""
+
+    ticket: str
+    expires_in: int = Field(description="Seconds left to open the stream with it.")
 
 
 class ErrorDetail(BaseModel):

@@ -7,6 +7,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from orders_common import tracing
+from orders_common.auth import check_bind, install_auth
 from orders_common.docs import install_docs
 from orders_common.fastpath import include
 from orders_common.http import NO_TELEMETRY, health_router, install_common, redis_write_check
@@ -35,9 +36,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await store.load_functions()
         await publisher.start()
+        await app.state.auth.start(store.redis, store.keys)
         freeze_startup_heap()
         yield
     finally:
+        await app.state.auth.stop()
         await publisher.stop()
         await store.redis.aclose()
         tracing.shutdown()
@@ -54,8 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings or get_settings()
-    install_common(app, app.state.settings.cors_origins)
+    app.state.settings = settings = settings or get_settings()
+    check_bind(settings, settings.bind_host)
+    install_common(app, settings.cors_origins)
+    install_auth(app, settings)
     app.state.metrics = metrics = ServiceMetrics("api")
     app.state.send_metrics = SendMetrics(metrics)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -4,13 +4,22 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from orders_common.auth import Principal, get_principal
 from orders_common.http import state_getter
 from orders_common.store import OrderStore
 
 from .publisher import Publisher
 from .settings import Settings
 
-__all__ = ["PublisherDep", "SettingsDep", "StoreDep", "get_publisher", "get_settings", "get_store"]
+__all__ = [
+    "PrincipalDep",
+    "PublisherDep",
+    "SettingsDep",
+    "StoreDep",
+    "get_publisher",
+    "get_settings",
+    "get_store",
+]
 
 get_store = state_getter("store", OrderStore)
 get_publisher = state_getter("publisher", Publisher)
@@ -19,3 +28,4 @@ get_settings = state_getter("settings", Settings)
 StoreDep = Annotated[OrderStore, Depends(get_store)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -2,12 +2,13 @@ from functools import lru_cache
 
 from pydantic import Field
 
+from orders_common.auth import AuthSettings
 from orders_common.settings import HttpSettings, KafkaSettings, LogSettings, RedisSettings, TracingSettings
 
 __all__ = ["Settings", "get_settings"]
 
 
-class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings, TracingSettings):
+class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings, TracingSettings, AuthSettings):
     api_port: int = Field(8000, description="Port of the ingest API.")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of the ingest API.")
     query_public_url: str = Field(

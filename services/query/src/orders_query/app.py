@@ -10,6 +10,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from orders_common import tracing
+from orders_common.auth import check_bind, install_auth
 from orders_common.docs import install_docs
 from orders_common.fastpath import include
 from orders_common.http import NO_TELEMETRY, health_router, install_common
@@ -50,10 +51,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         UpdateStream(reader, store.keys), buffer=settings.sse_client_buffer, metrics=app.state.live_metrics
     )
     try:
+        await app.state.auth.start(store.redis, store.keys)
         await hub.start()
         freeze_startup_heap()
         yield
     finally:
+        await app.state.auth.stop()
         await hub.stop()
         await reader.aclose()
         await store.redis.aclose()
@@ -74,8 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings = settings or get_settings()
+    check_bind(settings, settings.bind_host)
     install_common(app)
+    install_auth(app, settings)
     app.state.metrics = metrics = ServiceMetrics("query")
     metrics.process_gauge(
         "asyncio_tasks", "Tasks in the event loop of the process that answers (per worker).", _task_count

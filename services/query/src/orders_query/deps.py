@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from orders_common.auth import Auth, Principal, get_principal
 from orders_common.http import state_getter
 from orders_common.store import OrderStore
 from orders_common.stream import UpdateStream
@@ -13,7 +14,9 @@ from .live import Hub
 from .settings import Settings
 
 __all__ = [
+    "AuthDep",
     "HubDep",
+    "PrincipalDep",
     "SettingsDep",
     "StoreDep",
     "StreamDep",
@@ -27,8 +30,11 @@ get_store = state_getter("store", OrderStore)
 get_stream = state_getter("stream", UpdateStream)
 get_hub = state_getter("hub", Hub)
 get_settings = state_getter("settings", Settings)
+get_auth = state_getter("auth", Auth)
 
 StoreDep = Annotated[OrderStore, Depends(get_store)]
 StreamDep = Annotated[UpdateStream, Depends(get_stream)]
 HubDep = Annotated[Hub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AuthDep = Annotated[Auth, Depends(get_auth)]

@@ -2,12 +2,13 @@ from functools import lru_cache
 
 from pydantic import Field
 
+from orders_common.auth import AuthSettings
 from orders_common.settings import HttpSettings, LogSettings, RedisSettings, TracingSettings
 
 __all__ = ["Settings", "get_settings"]
 
 
-class Settings(RedisSettings, HttpSettings, LogSettings, TracingSettings):
+class Settings(RedisSettings, HttpSettings, LogSettings, TracingSettings, AuthSettings):
     query_port: int = Field(8001, description="Port of the query API.")
     query_workers: int = Field(1, ge=1, description="uvicorn worker processes of the query API.")
     api_public_url: str = Field(

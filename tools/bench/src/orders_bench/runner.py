@@ -43,6 +43,7 @@ from orders_stack.metrics import metric_value
 from orders_stack.procs import Proc, wait_until
 from orders_stack.stack import KAFKA_LIBS, ROOT
 
+from .auth_cost import auth_cost
 from .ceilings import producer_perf, redis_benchmark
 from .feeds import FeedKind
 from .kafka_load import ORDER_JSON, create_topic, event_size, preload
@@ -395,6 +396,13 @@ class Bench:
         self.guarded("bulk ingest", self._bulk, ("bulk",))
         steps.done()
 
+    def auth(self, steps: _Steps) -> None:
+        steps.now("access control: POST and GET by id, AUTH_MODE=none then oidc (wrk)")
+        stack, ids = self.target.stack, self.order_ids or _fake_ids()
+        assert stack is not None
+        self.guarded("auth cost", lambda: auth_cost(stack, ids, self.plan.wrk_s, self.logs.parent), ("auth",))
+        steps.done()
+
     def _bulk(self) -> dict[str, Any]:
         url = f"{self.target.api_url}/api/orders/batch"
         probe = httpx.post(
@@ -552,6 +560,7 @@ class Bench:
         self.ingest(steps)
         if managed:
             self.tracing(steps)
+            self.auth(steps)
             ids = self.restart_with_delay(200, steps)
             self.tutorial(steps)
             self.drain(ids, steps)

@@ -1,15 +1,16 @@
 """`python -m orders_stack`: the whole stack in the foreground until Ctrl-C."""
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from .jaeger import Jaeger
+from .oidc import Hydra
 from .stack import ROOT, Infra, Stack
 
 
@@ -24,6 +25,30 @@ def _interrupt(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("\nStopping...", flush=True)
     raise KeyboardInterrupt
+
+
+_AUTH_NONE = """
+  AUTH_MODE=none: the open API, anyone who reaches these loopback ports may do anything.
+  `make up AUTH_MODE=oidc` starts Ory Hydra and requires tokens.
+"""
+
+_AUTH_OIDC = """
+  AUTH_MODE=oidc: every endpoint but health, docs and the dashboard's files needs a token
+  of the provider at {issuer}. Get one (the last line printed):
+    make -s token USER=1                 a customer (user 1's orders only)
+    make -s token USER=1 ROLE=staff      staff (every order, the dashboard: paste it there)
+    make -s token ROLE=service           a service client (places orders for any user)
+  Swagger UI's Authorize takes a pasted token, or the client credentials of orders-service
+  (its secret is in .data/stack/oidc.json).
+"""
+
+
+def _try_auth(oidc: bool) -> str:
+    return '\n       -H "Authorization: Bearer $(make -s token USER=1)" \\' if oidc else ""
+
+
+def _localhost(stack: Stack) -> list[str]:
+    return [url.replace("127.0.0.1", "localhost") for url in (stack.api_url, stack.query_url)]
 
 
 def main() -> None:
@@ -56,14 +81,29 @@ def main() -> None:
         otlp_port=_port("JAEGER_OTLP_HTTP_PORT", 4318),
         otlp_grpc_port=_port("JAEGER_OTLP_GRPC_PORT", 4317),
     )
+    oidc = os.environ.get("AUTH_MODE", "none") == "oidc"
     print("Starting Kafka and Redis (Kafka takes a few seconds)...", flush=True)
     try:
-        with contextlib.ExitStack() as running:
+        with ExitStack() as running:
             if tracing:
                 print("Starting Jaeger (TRACING=1)...", flush=True)
                 running.enter_context(jaeger)
                 stack.env.update(jaeger.otlp_env())
             running.enter_context(infra)
+            auth, providers = _AUTH_NONE, []
+            if oidc:
+                print("Starting Ory Hydra (AUTH_MODE=oidc)...", flush=True)
+                hydra = Hydra(
+                    args.data_dir,
+                    public_port=_port("HYDRA_PUBLIC_PORT", 4444),
+                    admin_port=_port("HYDRA_ADMIN_PORT", 4445),
+                    cors_origins=[stack.api_url, stack.query_url, *_localhost(stack)],
+                )
+                provider = running.enter_context(hydra)
+                providers = [hydra.proc] if hydra.proc else []
+                provider.save(args.data_dir / "oidc.json")
+                stack.env.update(provider.service_env)
+                auth = _AUTH_OIDC.format(issuer=provider.issuer, query=stack.query_url)
             print("Starting api, processor and query...", flush=True)
             with stack:
                 extra = (
@@ -77,7 +117,7 @@ def main() -> None:
                 print(
                     f"""
 Order tracking is up. Ctrl-C stops everything.
-
+{auth}
   api (place orders)    {stack.api_url}/docs
   query (read orders)   {stack.query_url}/docs
   live dashboard        {stack.query_url}/dashboard
@@ -87,14 +127,14 @@ Order tracking is up. Ctrl-C stops everything.
   logs                  {args.data_dir / "logs"}
 {extra}
 Try:
-  curl -si -X POST {stack.api_url}/api/orders -H 'Content-Type: application/json' \\
+  curl -si -X POST {stack.api_url}/api/orders -H 'Content-Type: application/json' \\{_try_auth(oidc)}
        -d '{{"userId":1,"productName":"Gaming Laptop","quantity":2,"price":1299.99}}'
 """,
                     flush=True,
                 )
                 while True:
                     time.sleep(0.5)
-                    for proc in [*jaeger.procs, *infra.procs, *stack.procs.values()]:
+                    for proc in [*jaeger.procs, *infra.procs, *providers, *stack.procs.values()]:
                         proc.check_alive()
     except KeyboardInterrupt:
         print("Stopped; nothing left running.")

@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -65,8 +65,10 @@ async def place_orders(
     retries: int = 30,
     ledger: Ledger | None = None,
     user_ids: Callable[[int], int] = lambda n: n % 97 + 1,
+    headers: Mapping[str, str] | None = None,
 ) -> Ledger:
-    """Place `count` orders at about `rate` a second; cancel every `cancel_every`-th one at once."""
+    """Place `count` orders at about `rate` a second; cancel every `cancel_every`-th one at once.
+    `headers` go with every request (an `Authorization`, say)."""
     ledger = ledger if ledger is not None else Ledger()
     numbers = iter(range(count))
     started = time.monotonic()
@@ -122,7 +124,7 @@ async def place_orders(
 
     # A task group: one client failing cancels the others before the connections close.
     async with (
-        httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as http,
+        httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits, headers=headers) as http,
         asyncio.TaskGroup() as clients,
     ):
         for _ in range(concurrency):

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from orders_common import tracing
+from orders_common.auth import Role
 from orders_common.events import encode_cancelled, encode_placed
 from orders_common.fastpath import direct
 from orders_common.http import OrderIdPath, envelope, parse_order_id, redis_error_text, unavailable
@@ -49,7 +50,7 @@ from orders_common.models import (
 )
 from orders_common.store import OrderStore
 
-from ..deps import PublisherDep, SettingsDep, StoreDep
+from ..deps import PrincipalDep, PublisherDep, SettingsDep, StoreDep
 from ..publisher import KafkaUnavailable, Publisher
 from ..settings import Settings
 
@@ -86,6 +87,8 @@ def _error(description: str) -> dict[str, object]:
 
 _UNAVAILABLE = _error("Kafka or Redis cannot take the request now; retry after `Retry-After`")
 
+_NOT_YOURS = "userId must be your own: a customer places orders only as themselves"
+
 router = APIRouter(tags=["orders"])
 
 
@@ -98,6 +101,7 @@ router = APIRouter(tags=["orders"])
     response_model=Envelope[Order],
     responses={
         400: _error("Invalid order (see `errors`) or Idempotency-Key"),
+        403: _error("A customer's order for another userId"),
         413: _error("Body over 64 KiB"),
         415: _error("Body is not JSON"),
         422: _error("Idempotency-Key already used with a different order"),
@@ -109,15 +113,22 @@ async def place_order(
     store: StoreDep,
     publisher: PublisherDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Validate the order, publish `order.placed` keyed by its id, and answer 202 once
-    every in-sync Kafka replica holds it. Track it on the query service (`Location`)."""
+    every in-sync Kafka replica holds it. Track it on the query service (`Location`).
+    A customer places orders only as themselves (403 for another `userId`)."""
+    if not principal.may_place_for(placed.user_id):
+        raise HTTPException(403, _NOT_YOURS)
     order = Order.place(placed)
     replayed = False
     if idempotency_key is not None:
         fingerprint = hashlib.sha256(placed.model_dump_json().encode()).hexdigest()
-        claim = await store.claim(idempotency_key, order, fingerprint, settings.idempotency_key_ttl_s)
+        # A key belongs to the principal that sent it (and the order's user): never shared.
+        owner = principal.idempotency_owner
+        key = f"{owner}\n{idempotency_key}" if owner else idempotency_key
+        claim = await store.claim(key, order, fingerprint, settings.idempotency_key_ttl_s)
         if claim.fingerprint != fingerprint:
             return envelope("Idempotency-Key was already used for a different order", status_code=422)
         if not claim.first:
@@ -139,16 +150,23 @@ async def place_order(
     response_model=Envelope[list[Order]],
     responses={
         400: _error("An invalid order (see `errors`: `orders.3.price` is the fourth order's price)"),
+        403: _error("A customer's batch with an order for another userId"),
         413: _error(f"Body over {BATCH_BODY_BYTES // 1024} KiB"),
         415: _error("Body is not JSON"),
         503: _UNAVAILABLE,
     },
 )
 async def place_batch(
-    batch: OrderBatch, store: StoreDep, publisher: PublisherDep, settings: SettingsDep
+    batch: OrderBatch,
+    store: StoreDep,
+    publisher: PublisherDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> Response:
     """Validate every order, publish them in one Kafka transaction, and answer 202 with
     every order once the transaction is committed; on any failure none is placed."""
+    if not all(principal.may_place_for(placed.user_id) for placed in batch.orders):
+        raise HTTPException(403, _NOT_YOURS)
     orders = [Order.place(placed) for placed in batch.orders]
     data = [order.model_dump(mode="json") for order in orders]
     failure = await _publish_placed(
@@ -165,15 +183,25 @@ async def place_batch(
     response_model=Envelope[Order],
     responses={
         400: _error("orderId is not a UUID"),
-        404: _error("No such order"),
+        403: _error("A service client may not cancel"),
+        404: _error("No such order (or another user's)"),
         409: _error("The order is PROCESSING or final; it can no longer be cancelled"),
         503: _UNAVAILABLE,
     },
 )
-async def cancel_order(order_id_path: OrderIdPath, store: StoreDep, publisher: PublisherDep) -> Response:
+async def cancel_order(
+    order_id_path: OrderIdPath, store: StoreDep, publisher: PublisherDep, principal: PrincipalDep
+) -> Response:
     """Cancel atomically against the order's current status: a 200 means it is CANCELLED
-    (the processor can no longer start it); 409 once it is PROCESSING or later."""
+    (the processor can no longer start it); 409 once it is PROCESSING or later. Another
+    user's order is 404 to a customer (its id is not confirmed), 403 to a service client."""
     oid = parse_order_id(order_id_path)
+    if principal.role is not Role.ANONYMOUS:
+        owner = await store.get(oid)
+        if owner is None or not principal.may_read(owner.user_id):
+            raise HTTPException(404, f"Order {oid} not found")
+        if not principal.may_cancel(owner.user_id):
+            raise HTTPException(403, "Only staff or the order's user may cancel it")
     result = await store.transition(oid, OrderStatus.CANCELLED)
     if result.status is None:
         raise HTTPException(404, f"Order {oid} not found")

@@ -32,8 +32,30 @@
     return node;
   };
 
-  async function getJSON(path) {
-    const response = await fetch(path, { headers: { Accept: "application/json" } });
+  // AUTH_MODE=oidc: a pasted access token, kept in this tab's sessionStorage only, sent as a
+  // bearer token; the feed opens with a single-use stream ticket (EventSource sends no headers).
+  let token = sessionStorage.getItem("orders-token") || "";
+  let lastId = null;
+
+  class Unauthorized extends Error {}
+
+  function authHeaders(extra = {}) {
+    return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+  }
+
+  function askToken(message) {
+    const form = $("token-form");
+    form.hidden = false;
+    form.querySelector(".muted").textContent = message;
+    setConn("down", "Sign-in needed");
+  }
+
+  async function getJSON(path, options = {}) {
+    const response = await fetch(path, { ...options, headers: authHeaders({ Accept: "application/json" }) });
+    if (response.status === 401 || response.status === 403) {
+      const answer = await response.json().catch(() => ({}));
+      throw new Unauthorized(answer.message || `HTTP ${response.status}`);
+    }
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
     return (await response.json()).data;
   }
@@ -222,21 +244,40 @@
         rows.set(order.orderId, { order, tr });
       }
       $("empty").hidden = rows.size > 0;
-      follow(stats.position);
+      await follow(stats.position);
     } catch (error) {
+      if (error instanceof Unauthorized) {
+        askToken(`${error.message}: paste a staff access token (make -s token USER=1 ROLE=staff).`);
+        return;
+      }
       setConn("down", "Query service unavailable, retrying…");
       setTimeout(load, 3000);
     }
   }
 
-  function follow(position) {
+  async function follow(position) {
     // The query parameter is only for the first connection: EventSource reconnects by
-    // itself with the Last-Event-ID header, which the server prefers.
-    source = new EventSource(`/api/orders/events?lastEventId=${encodeURIComponent(position)}`);
+    // itself with the Last-Event-ID header, which the server prefers. With a token, each
+    // connection needs a fresh ticket: a closed stream is opened again from the last id.
+    lastId = position;
+    let url = `/api/orders/events?lastEventId=${encodeURIComponent(position)}`;
+    if (token) {
+      const issued = await getJSON("/api/orders/events/tickets", { method: "POST" });
+      url += `&ticket=${encodeURIComponent(issued.ticket)}`;
+    }
+    const current = (source = new EventSource(url));
     source.onopen = () => setConn("live", "Live");
-    source.onerror = () => setConn("connecting", "Reconnecting…");
+    source.onerror = () => {
+      setConn("connecting", "Reconnecting…");
+      if (token && current.readyState === EventSource.CLOSED && source === current) {
+        setTimeout(() => follow(lastId).catch(() => load()), 1000);
+      }
+    };
     for (const status of STATUSES) {
-      source.addEventListener(status, (event) => apply(JSON.parse(event.data)));
+      source.addEventListener(status, (event) => {
+        if (event.lastEventId) lastId = event.lastEventId;
+        apply(JSON.parse(event.data));
+      });
     }
     source.addEventListener("reset", () => load());
   }
@@ -281,7 +322,7 @@
     try {
       const response = await fetch(`${API}/api/orders`, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: authHeaders({ "Content-Type": "application/json" }),
         body: JSON.stringify(body),
       });
       const answer = await response.json();
@@ -306,6 +347,13 @@
     }
   }
 
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    token = event.target.token.value.trim();
+    sessionStorage.setItem("orders-token", token);
+    event.target.hidden = true;
+    load();
+  });
   $("api-url").textContent = API;
   $("order-form").addEventListener("submit", place);
   setInterval(() => {

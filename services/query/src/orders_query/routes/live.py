@@ -8,11 +8,11 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from orders_common.http import OrderIdPath, parse_order_id
-from orders_common.models import MAX_USER_ID
+from orders_common.http import OrderIdPath, envelope, parse_order_id
+from orders_common.models import MAX_USER_ID, Envelope, StreamTicket
 from orders_common.stream import START, InvalidPosition, position_key
 
-from ..deps import HubDep, SettingsDep, StreamDep
+from ..deps import AuthDep, HubDep, PrincipalDep, SettingsDep, StreamDep
 from ..live import Event, LiveStream, snapshot_frame
 from .orders import parse_status
 
@@ -32,6 +32,15 @@ LastEventIdQuery = Annotated[
         alias="lastEventId",
         max_length=64,
         description="Same as the `Last-Event-ID` header (which wins), for clients that cannot set headers.",
+    ),
+]
+
+Ticket = Annotated[
+    str | None,
+    Query(
+        max_length=128,
+        description="A stream ticket (`POST /api/orders/events/tickets`), for clients that cannot "
+        "send `Authorization` (a browser's EventSource); used once.",
     ),
 ]
 
@@ -82,15 +91,22 @@ async def feed(
     updates: StreamDep,
     hub: HubDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     last_event_id: LastEventId = None,
     last_event_id_query: LastEventIdQuery = None,
     user_id: Annotated[int | None, Query(alias="userId", ge=1, le=MAX_USER_ID)] = None,
     status: Annotated[str | None, Query(max_length=32, description="A status, case-insensitive")] = None,
+    ticket: Ticket = None,
 ) -> Response:
     """Every transition from now on (or after `Last-Event-ID`), oldest first. A fresh stream
-    starts with an id-only event: the position it starts from."""
+    starts with an id-only event: the position it starts from. A customer's feed carries
+    only their own transitions (another `userId` is 404)."""
     after = _resume_from(last_event_id, last_event_id_query)
     wanted = parse_status(status) if status else None
+    if not principal.reads_all:
+        if user_id not in (None, principal.user_id):
+            raise HTTPException(404, f"No orders of user {user_id}")
+        user_id = principal.user_id
 
     def match(event: Event) -> bool:
         return (user_id in (None, event.user_id)) and (wanted in (None, event.status))
@@ -116,24 +132,33 @@ async def order_events(
     hub: HubDep,
     settings: SettingsDep,
     raw_id: OrderIdPath,
+    principal: PrincipalDep,
     last_event_id: LastEventId = None,
     last_event_id_query: LastEventIdQuery = None,
+    ticket: Ticket = None,
 ) -> Response:
     """Starts with the order as it is now (unless resuming with `Last-Event-ID`), then each
     transition as it happens; ends after a final status. An order not known yet (the api
-    answers before the processor records it) is waited for."""
+    answers before the processor records it) is waited for. Another user's order is 404
+    to a customer; an order not known yet is waited for with only the customer's own
+    transitions let through."""
     order_id = parse_order_id(raw_id)
     after = _resume_from(last_event_id, last_event_id_query)
+
+    def match(event: Event) -> bool:
+        return principal.may_read(event.user_id)
+
     await hub.ready()
-    stream = LiveStream(
-        hub, updates, order_id, lambda event: True, settings.sse_heartbeat_ms / 1000, final=True
-    )
+    stream = LiveStream(hub, updates, order_id, match, settings.sse_heartbeat_ms / 1000, final=True)
     try:
         snapshot = await updates.snapshot(order_id)
     except BaseException:
         stream.close()
         raise
     order = snapshot.order
+    if order is not None and not principal.may_read(order.user_id):
+        stream.close()
+        raise HTTPException(404, f"Order {order_id} not found")
     if after is None:
         stream.done = order is not None and order.status.is_final
         frames = stream.frames(snapshot_frame(snapshot), snapshot.position or snapshot.head)
@@ -147,6 +172,22 @@ async def order_events(
     else:
         frames = stream.frames(b"", after, catch_up=True)
     return EventStream(frames, stream.close)
+
+
+@router.post(
+    "/api/orders/events/tickets",
+    summary="A single-use ticket for a live stream, for clients that cannot send headers (EventSource)",
+    status_code=201,
+    response_model=Envelope[StreamTicket],
+    responses={503: _SSE_DOC[503]},
+)
+async def stream_ticket(auth: AuthDep, principal: PrincipalDep) -> Response:
+    """Send it as `?ticket=` on `GET /api/orders/events` or `/api/orders/{orderId}/events`
+    within `expiresIn` seconds; it opens one stream, once, as the principal of the token
+    that asked for it. No token ever goes in a URL."""
+    ticket = await auth.issue_ticket(principal)
+    data = {"ticket": ticket, "expiresIn": auth.settings.stream_ticket_ttl_s}
+    return envelope("Stream ticket", data, status_code=201)
 
 
 def _resume_from(header: str | None, query: str | None) -> str | None:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from starlette.responses import Response
 
+from orders_common.auth import Principal
 from orders_common.fastpath import direct
 from orders_common.http import OrderIdPath, envelope, parse_order_id
 from orders_common.models import (
@@ -20,9 +21,9 @@ from orders_common.models import (
 )
 from orders_common.store import InvalidCursor, OrderStore
 
-from ..deps import StoreDep
+from ..deps import PrincipalDep, StoreDep
 
-__all__ = ["parse_status", "router"]
+__all__ = ["check_owner", "parse_status", "router"]
 
 Paging = Annotated[PageQuery, Query()]
 
@@ -46,7 +47,10 @@ router = APIRouter(tags=["orders"])
     response_model=ListEnvelope[Order],
     responses=_ERRORS,
 )
-async def list_orders(store: StoreDep, paging: Paging) -> Response:
+async def list_orders(store: StoreDep, paging: Paging, principal: PrincipalDep) -> Response:
+    """Every order; a customer's own orders only."""
+    if principal.user_id is not None and not principal.reads_all:
+        return await _page(store, store.keys.by_user(principal.user_id), paging)
     return await _page(store, store.keys.all_orders, paging)
 
 
@@ -54,11 +58,17 @@ async def list_orders(store: StoreDep, paging: Paging) -> Response:
     "/api/orders/user/{userId}",
     summary="One user's orders, newest first",
     response_model=ListEnvelope[Order],
-    responses=_ERRORS,
+    responses={**_ERRORS, 404: {"model": ErrorEnvelope, "description": "Another user's, to a customer"}},
 )
 async def user_orders(
-    store: StoreDep, user_id: Annotated[int, Path(alias="userId", ge=1, le=MAX_USER_ID)], paging: Paging
+    store: StoreDep,
+    user_id: Annotated[int, Path(alias="userId", ge=1, le=MAX_USER_ID)],
+    paging: Paging,
+    principal: PrincipalDep,
 ) -> Response:
+    """A customer may read only their own: another user's list is 404."""
+    if not principal.may_read(user_id):
+        raise HTTPException(404, f"No orders of user {user_id}")
     return await _page(store, store.keys.by_user(user_id), paging, f" of user {user_id}")
 
 
@@ -74,8 +84,14 @@ async def status_orders(
         str, Path(max_length=32, description="PLACED, PROCESSING, COMPLETED, CANCELLED or FAILED")
     ],
     paging: Paging,
+    principal: PrincipalDep,
 ) -> Response:
+    """A customer's own orders only: read from their index, so a page may be short (or
+    empty, with a `nextCursor`): follow the cursor to the end."""
     wanted = parse_status(status)
+    if principal.user_id is not None and not principal.reads_all:
+        index = store.keys.by_user(principal.user_id)
+        return await _page(store, index, paging, f" in status {wanted}", wanted)
     return await _page(store, store.keys.by_status(wanted), paging, f" in status {wanted}", wanted)
 
 
@@ -86,6 +102,7 @@ async def status_orders(
 )
 async def stats(
     store: StoreDep,
+    principal: PrincipalDep,
     seconds: Annotated[
         int,
         Query(
@@ -101,7 +118,9 @@ async def stats(
 
     The window is at most 300 seconds (the dashboard's), so that one request costs Redis
     one round trip and a bounded amount of work, like a page read; for a longer series,
-    keep the numbers current from the live feed."""
+    keep the numbers current from the live feed. Staff and service clients only."""
+    if not principal.reads_all:
+        raise HTTPException(403, "The statistics of every order are for staff")
     now = int(time.time() * 1000)
     since = now // 1000 * 1000 - (seconds - 1) * 1000
     result = await store.stats(since, seconds)
@@ -124,8 +143,9 @@ async def stats(
     response_model=Envelope[list[HistoryEntry]],
     responses=_NOT_FOUND,
 )
-async def history(store: StoreDep, raw_id: OrderIdPath) -> Response:
+async def history(store: StoreDep, raw_id: OrderIdPath, principal: PrincipalDep) -> Response:
     order_id = parse_order_id(raw_id)
+    await check_owner(store, order_id, principal)
     entries = await store.history(order_id)
     if not entries:
         raise HTTPException(404, f"Order {order_id} not found")
@@ -143,12 +163,22 @@ async def history(store: StoreDep, raw_id: OrderIdPath) -> Response:
     response_model=Envelope[Order],
     responses=_NOT_FOUND,
 )
-async def get_order(store: StoreDep, raw_id: OrderIdPath) -> Response:
+async def get_order(store: StoreDep, raw_id: OrderIdPath, principal: PrincipalDep) -> Response:
     order_id = parse_order_id(raw_id)
     order = await store.get_json(order_id)
-    if order is None:
+    if order is None or not principal.may_read(order["userId"]):
         raise HTTPException(404, f"Order {order_id} not found")
     return envelope("Order found", order)
+
+
+async def check_owner(store: OrderStore, order_id: str, principal: Principal) -> None:
+    """404 when `principal` may not read the order (a customer, another user's order): the
+    ids of others' orders are not confirmed."""
+    if principal.reads_all:
+        return
+    owner = await store.redis.hget(store.keys.order(order_id), "userId")
+    if owner is None or int(owner) != principal.user_id:
+        raise HTTPException(404, f"Order {order_id} not found")
 
 
 def parse_status(raw: str) -> OrderStatus:
