@@ -22,6 +22,15 @@ class KafkaSettings(_Base):
     kafka_bootstrap_servers: str = Field("localhost:9092", description="Kafka brokers, comma separated.")
     kafka_orders_topic: str = Field("orders", description="Topic of order events.")
     kafka_dlq_topic: str = Field("orders.dlq", description="Topic of messages that can never be processed.")
+    kafka_status_topic: str = Field(
+        "orders.status", description="Topic of status events: one CloudEvent per transition."
+    )
+    kafka_topic_retention_ms: int = Field(
+        -1,
+        ge=-1,
+        description="retention.ms of the topics when they are created; -1 keeps every record "
+        "(what `make rebuild` needs of the status topic).",
+    )
     kafka_topic_partitions: int = Field(
         6, ge=1, description="Partitions of the topics when they are created."
     )

@@ -26,6 +26,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from orders_common.events import record_headers
 from orders_common.kafka import ensure_topics, new_producer, stop_bounded
 
 from .settings import Settings
@@ -128,7 +129,9 @@ class Publisher:
             async with asyncio.timeout(self._timeout):
                 producer = await self._plain.get()
                 sending = True
-                delivery = await producer.send(self._settings.kafka_orders_topic, value, key=key.encode())
+                delivery = await producer.send(
+                    self._settings.kafka_orders_topic, value, key=key.encode(), headers=record_headers()
+                )
                 # Shielded: the batch is in flight whatever we do; keep its future intact.
                 await asyncio.shield(delivery)
         except TimeoutError:
@@ -156,7 +159,10 @@ class Publisher:
             async with asyncio.timeout(self._timeout), self._transaction_lock:
                 producer = await self._transactional.get()
                 await producer.begin_transaction()
-                deliveries = [await producer.send(topic, value, key=key.encode()) for key, value in messages]
+                deliveries = [
+                    await producer.send(topic, value, key=key.encode(), headers=record_headers())
+                    for key, value in messages
+                ]
                 await asyncio.shield(asyncio.gather(*deliveries))
                 committing = True
                 await producer.commit_transaction()

@@ -38,7 +38,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from orders_common.events import EventError, OrderCancelledEvent, decode_event
+from orders_common.events import EventError, OrderCancelledEvent, decode_event, record_headers
 from orders_common.kafka import ensure_topics, new_producer, stop_bounded
 from orders_common.models import Order, OrderStatus
 from orders_common.store import OrderStore
@@ -285,7 +285,8 @@ class Worker:
             ("dlq.topic", record.topic.encode()),
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
-            *record.headers,
+            *record_headers(),
+            *(header for header in record.headers if header[0] != "content-type"),
         ]
         delivery = await self._dlq.send(
             self._settings.kafka_dlq_topic, record.value, key=record.key, headers=headers

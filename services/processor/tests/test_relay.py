@@ -1,0 +1,67 @@
+"""The status relay on a real Kafka and Redis: each transition once, in order, across restarts."""
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from orders_common.events import CONTENT_TYPE, POSITION_HEADER, decode_status_event
+from orders_common.kafka import ensure_topics
+from orders_common.models import Order
+from orders_common.models import OrderStatus as S
+from orders_common.store import OrderStore
+from orders_processor.relay import Relay, last_published
+from orders_processor.settings import Settings
+from orders_stack.ledger import read_records
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+
+
+async def run_relay(settings: Settings, store: OrderStore, until: Callable[[Relay], bool]) -> Relay:
+    relay = Relay(settings, store)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(relay.run(stopping))
+    try:
+        async with asyncio.timeout(60):
+            while not until(relay):
+                await asyncio.sleep(0.05)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 30)
+    return relay
+
+
+async def test_every_transition_once_in_order_and_a_restart_goes_on_after_the_last(
+    test_env: dict[str, str], store: OrderStore, new_order: Callable[..., Order]
+) -> None:
+    settings = Settings(**{k.lower(): v for k, v in test_env.items()}, processor_commit_lag_ms=0)
+    await ensure_topics(settings)
+    orders = [new_order(user_id=n % 3 + 1) for n in range(20)]
+    for order in orders:
+        await store.create(order)
+        await store.transition(order.order_id, S.PROCESSING)
+    first = await run_relay(settings, store, lambda relay: relay.metrics.published >= 40)
+    assert first.metrics.published == 40
+    for order in orders[:10]:
+        await store.transition(order.order_id, S.COMPLETED)
+    # A new relay (as after a crash or a new leader) starts after what Kafka holds.
+    second = await run_relay(settings, store, lambda relay: relay.metrics.published >= 10)
+    assert second.metrics.published == 10
+    records = await read_records(
+        settings.kafka_bootstrap_servers, settings.kafka_status_topic, 50, committed_only=True
+    )
+    assert len(records) == 50
+    seen: dict[str, list[tuple[int, S]]] = {}
+    for record in records:
+        headers = dict(record.headers)
+        assert headers["content-type"] == CONTENT_TYPE.encode()
+        event = decode_status_event(record.value)
+        assert record.key == event.data.order_id.encode() == event.subject.encode()
+        assert event.id == f"{event.data.order_id}:{event.data.version}"
+        seen.setdefault(event.data.order_id, []).append((event.data.version, event.data.status))
+        assert POSITION_HEADER in headers
+    for n, order in enumerate(orders):
+        expected = [(1, S.PLACED), (2, S.PROCESSING)] + ([(3, S.COMPLETED)] if n < 10 else [])
+        assert seen[order.order_id] == expected
+    newest = await store.redis.xrevrange(store.keys.updates, count=1)
+    assert await last_published(settings) == newest[0][0]
