@@ -10,6 +10,7 @@ from orders_common.kafka import ensure_topics
 from orders_common.models import Order
 from orders_common.models import OrderStatus as S
 from orders_common.store import OrderStore
+from orders_common.stream import UpdateStream
 from orders_processor.relay import Relay, last_published
 from orders_processor.settings import Settings
 from orders_stack.ledger import read_records
@@ -34,7 +35,14 @@ async def run_relay(settings: Settings, store: OrderStore, until: Callable[[Rela
 async def test_every_transition_once_in_order_and_a_restart_goes_on_after_the_last(
     test_env: dict[str, str], store: OrderStore, new_order: Callable[..., Order]
 ) -> None:
-    settings = Settings(**{k.lower(): v for k, v in test_env.items()}, processor_commit_lag_ms=0)
+    settings = Settings(
+        kafka_bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_status_topic=test_env["KAFKA_STATUS_TOPIC"],
+        kafka_orders_topic=test_env["KAFKA_ORDERS_TOPIC"],
+        kafka_dlq_topic=test_env["KAFKA_DLQ_TOPIC"],
+        redis_key_prefix=test_env["REDIS_KEY_PREFIX"],
+        processor_commit_lag_ms=0,
+    )
     await ensure_topics(settings)
     orders = [new_order(user_id=n % 3 + 1) for n in range(20)]
     for order in orders:
@@ -63,5 +71,4 @@ async def test_every_transition_once_in_order_and_a_restart_goes_on_after_the_la
     for n, order in enumerate(orders):
         expected = [(1, S.PLACED), (2, S.PROCESSING)] + ([(3, S.COMPLETED)] if n < 10 else [])
         assert seen[order.order_id] == expected
-    newest = await store.redis.xrevrange(store.keys.updates, count=1)
-    assert await last_published(settings) == newest[0][0]
+    assert await last_published(settings) == await UpdateStream(store.redis, store.keys).head()
