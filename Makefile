@@ -9,13 +9,17 @@ CACHE := .cache
 KAFKA_LIBS := $(CACHE)/kafka/libs
 COMPOSE_SPEC := $(CACHE)/bin/compose-spec
 COMPOSE_GO_VERSION := v2.16.2
+# The AsyncAPI specification's JSON Schema, from the @asyncapi/specs npm package (static tests).
+ASYNCAPI_SPECS_VERSION := 6.11.1
+ASYNCAPI_SPECS := $(CACHE)/asyncapi-specs
 PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench
 CHROMIUM ?= /usr/bin/chromium
 
 # Debian's packages a goal needs, as command=package: each is installed only when its command is
 # missing; Maven only until Kafka's jars are fetched, Go only until the compose loader is built.
 UP_PACKAGES := redis-server=redis-server java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
-TEST_PACKAGES := $(UP_PACKAGES) $(if $(wildcard $(COMPOSE_SPEC)),,go=golang-go) $(CHROMIUM)=chromium
+TEST_PACKAGES := $(UP_PACKAGES) $(if $(wildcard $(COMPOSE_SPEC)),,go=golang-go) $(CHROMIUM)=chromium \
+  $(if $(wildcard $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION)),,npm=npm)
 
 # $(call debian-packages,command=package ...): installs the missing ones from Debian's packages
 # when run as root; otherwise stops, naming the one command that installs them all.
@@ -70,8 +74,17 @@ $(COMPOSE_SPEC):
 	GOBIN=$(CURDIR)/$(CACHE)/gobin go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION)
 	mv $(CACHE)/gobin/cmd $@
 
+$(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION):
+	$(call debian-packages,npm=npm)
+	rm -rf $(ASYNCAPI_SPECS) && mkdir -p $(ASYNCAPI_SPECS)
+	npm install --prefix $(ASYNCAPI_SPECS) --no-save --no-audit --no-fund --ignore-scripts @asyncapi/specs@$(ASYNCAPI_SPECS_VERSION)
+	touch $@
+
+.PHONY: asyncapi-specs
+asyncapi-specs: $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION) ## Fetch the AsyncAPI specification's JSON Schema (npm @asyncapi/specs) into .cache, once
+
 .PHONY: tools
-tools: $(COMPOSE_SPEC) ## Build the Compose Specification's loader for the static checks
+tools: $(COMPOSE_SPEC) asyncapi-specs ## Build the Compose Specification's loader, fetch the AsyncAPI schema: for the static checks
 
 .PHONY: deps
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
@@ -79,6 +92,10 @@ deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with 
 .PHONY: up
 up: deps ## Run Kafka, Redis, api, processor and query as local processes (Ctrl-C stops all)
 	$(BIN)/python -m orders_stack
+
+.PHONY: rebuild
+rebuild: install ## Rebuild the read model from the status topic alone into a fresh Redis or prefix: ARGS="--key-prefix rebuilt:" or ARGS="--redis-url redis://..."
+	$(BIN)/python -m orders_processor.rebuild $(ARGS)
 
 .PHONY: bench-tools
 bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (root; else names the command)

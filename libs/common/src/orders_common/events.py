@@ -33,11 +33,14 @@ from .models import (
 )
 
 __all__ = [
+    "CANCELLED_V1",
     "CONTENT_TYPE",
     "ORDER_CANCELLED",
     "ORDER_PLACED",
     "ORDER_STATUS_CHANGED",
+    "PLACED_V1",
     "POSITION_HEADER",
+    "STATUS_CHANGED_V1",
     "Event",
     "EventError",
     "OrderCancelled",
