@@ -72,3 +72,26 @@ async def test_every_transition_once_in_order_and_a_restart_goes_on_after_the_la
         expected = [(1, S.PLACED), (2, S.PROCESSING)] + ([(3, S.COMPLETED)] if n < 10 else [])
         assert seen[order.order_id] == expected
     assert await last_published(settings) == await UpdateStream(store.redis, store.keys).head()
+
+
+async def test_a_relay_further_behind_than_the_cap_logs_the_gap_and_goes_on(
+    test_env: dict[str, str],
+    store: OrderStore,
+    new_order: Callable[..., Order],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(
+        kafka_bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
+        kafka_status_topic=test_env["KAFKA_STATUS_TOPIC"],
+        redis_key_prefix=test_env["REDIS_KEY_PREFIX"],
+        processor_commit_lag_ms=0,
+    )
+    capped = OrderStore(store.redis, store.keys, stream_maxlen=1000)
+    for _ in range(6):  # nobody relays meanwhile: the cap trims the oldest entries away
+        await capped.create_all([(new_order(), "") for _ in range(500)])
+    left = await store.redis.xlen(store.keys.updates)
+    assert left < 3000
+    relay = await run_relay(settings, store, lambda relay: relay.metrics.published >= left)
+    assert relay.metrics.gaps == 1
+    assert relay.metrics.published == left
+    assert "trimmed past position" in caplog.text

@@ -90,6 +90,8 @@ class Relay:
         self._stream = UpdateStream(store.redis, store.keys)
         self._lag_ms = settings.processor_commit_lag_ms
         self._stalled_logged = 0.0
+        self._resume_at: str | None = None
+        """After a gap: the oldest entry left, the next to publish."""
         self.metrics = RelayMetrics()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -144,9 +146,14 @@ class Relay:
         whether more may be waiting."""
         seconds, micros = await self._store.redis.time()
         durable = str(seconds * 1000 + micros // 1000 - self._lag_ms) if self._lag_ms else "+"
-        updates = await self._stream.updates_after(position, durable, count=BATCH)
+        if self._resume_at is not None:
+            updates: list[Update] | None = await self._stream.entries_from(self._resume_at, durable, BATCH)
+            self._resume_at = None
+        else:
+            updates = await self._stream.updates_after(position, durable, count=BATCH)
         if updates is None:
-            return await self._lost_track(position), False
+            self._resume_at = await self._lost_track(position)
+            return position, False
         self.metrics.stalled = False
         if not updates:
             return position, False
@@ -168,9 +175,9 @@ class Relay:
         self.metrics.published += len(deliveries)
         return updates[-1].position, len(updates) == BATCH
 
-    async def _lost_track(self, position: str) -> str:
-        """`position` is not in the stream: trimmed away (go on from the oldest entry, logged as
-        a gap) or ahead of it (stall)."""
+    async def _lost_track(self, position: str) -> str | None:
+        """`position` is not in the stream: trimmed away (the oldest entry left is the next to
+        publish; logged as a gap) or ahead of it (None: stall)."""
         oldest = await self._store.redis.xrange(self._store.keys.updates, count=1)
         if oldest and position_key(str(oldest[0][0])) > position_key(position):
             first = str(oldest[0][0])
@@ -183,7 +190,7 @@ class Relay:
                 first,
                 self._settings.kafka_status_topic,
             )
-            return _before(first)
+            return first
         self.metrics.stalled = True
         if time.monotonic() - self._stalled_logged > 60:
             self._stalled_logged = time.monotonic()
@@ -193,7 +200,7 @@ class Relay:
                 self._settings.kafka_status_topic,
                 position,
             )
-        return position
+        return None
 
 
 def _event(update: Update) -> bytes | None:
@@ -202,12 +209,6 @@ def _event(update: Update) -> bytes | None:
         return None
     order = Order.model_validate(orjson.loads(update.order_text))
     return encode_status_changed(order, update.at or order.created_at)
-
-
-def _before(position: str) -> str:
-    """The position just before `position`."""
-    ms, seq = position_key(position)
-    return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
 
 
 async def _wait(stopping: asyncio.Event, seconds: float) -> None:
