@@ -194,9 +194,7 @@ def decode_event(raw: bytes | None) -> OrderPlacedEvent | OrderCancelledEvent:
     try:
         event = _EVENT.validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        raise EventError(f"invalid event: {where}: {first['msg']}") from None
+        raise EventError(f"invalid event: {_first_error(exc)}") from None
     if event.subject != event.data.order_id:
         raise EventError("invalid event: subject differs from data.orderId")
     return event
@@ -225,6 +223,10 @@ def decode_status_event(raw: bytes | None) -> OrderStatusChangedEvent:
     try:
         return _STATUS_EVENT.validate_json(raw or b"")
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        raise StatusEventError(f"invalid status event: {where}: {first['msg']}") from None
+        raise StatusEventError(f"invalid status event: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "message"
+    return f"{where}: {first['msg']}"
