@@ -7,13 +7,14 @@ import pytest
 
 from orders_common.events import CONTENT_TYPE, POSITION_HEADER, decode_status_event
 from orders_common.kafka import ensure_topics
+from orders_common.keys import Keys
 from orders_common.models import Order
 from orders_common.models import OrderStatus as S
 from orders_common.store import OrderStore
 from orders_common.stream import UpdateStream
 from orders_processor.relay import Relay, last_published
 from orders_processor.settings import Settings
-from orders_stack.ledger import read_records
+from orders_stack.ledger import read_records, status_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -100,3 +101,45 @@ async def test_a_relay_further_behind_than_the_cap_logs_the_gap_and_goes_on(
     assert relay.metrics.gaps == 1
     assert relay.metrics.published == left
     assert "trimmed past position" in caplog.text
+
+
+class _OtherLease(Keys):
+    """The same read model, another lease: as if two processors both believed they led."""
+
+    @property
+    def relay_lease(self) -> str:
+        return f"{self.prefix}relay:other-lease"
+
+
+async def test_two_relays_at_once_are_fenced_and_publish_each_transition_once(
+    settings: Settings, store: OrderStore, new_order: Callable[..., Order]
+) -> None:
+    """A zombie (a relay that lost its lease but runs on) is fenced by the fixed transactional.id:
+    two relays publishing the same stream at the same time still publish each entry once."""
+    await ensure_topics(settings)
+    twin = OrderStore(store.redis, _OtherLease(store.keys.prefix))
+    relays = [Relay(settings, store), Relay(settings, twin)]
+    stopping = asyncio.Event()
+    tasks = [asyncio.create_task(relay.run(stopping)) for relay in relays]
+    orders = [new_order() for _ in range(30)]
+    try:
+        for order in orders:
+            await store.create(order)
+            await asyncio.sleep(0.05)
+            await store.transition(order.order_id, S.PROCESSING)
+        final = {order.order_id: S.PROCESSING for order in orders}
+        await status_events(settings.kafka_bootstrap_servers, settings.kafka_status_topic, final)
+        await asyncio.sleep(2)  # anything repeated would come by now
+    finally:
+        stopping.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    records = await read_records(
+        settings.kafka_bootstrap_servers, settings.kafka_status_topic, 60, committed_only=True
+    )
+    assert all(relay.metrics.leader is False for relay in relays)
+    seen = [
+        (event.data.order_id, event.data.version)
+        for event in map(decode_status_event, (r.value for r in records))
+    ]
+    assert len(seen) == 60
+    assert sorted(seen) == sorted((order.order_id, version) for order in orders for version in (1, 2))

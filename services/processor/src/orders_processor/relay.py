@@ -159,17 +159,23 @@ class Relay:
             return position, False
         topic = self._settings.kafka_status_topic
         await producer.begin_transaction()
-        deliveries = []
-        for update in updates:
-            value = _event(update)
-            if value is None:
-                self.metrics.skipped += 1
-                continue
-            headers = [*record_headers(), (POSITION_HEADER, update.position.encode())]
-            deliveries.append(
-                await producer.send(topic, value, key=update.order_id.encode(), headers=headers)
-            )
-        await asyncio.gather(*deliveries)
+        deliveries: list[asyncio.Future[object]] = []
+        try:
+            for update in updates:
+                value = _event(update)
+                if value is None:
+                    self.metrics.skipped += 1
+                    continue
+                headers = [*record_headers(), (POSITION_HEADER, update.position.encode())]
+                deliveries.append(
+                    await producer.send(topic, value, key=update.order_id.encode(), headers=headers)
+                )
+        finally:
+            # Every delivery's outcome is taken (a fenced producer fails them all); the first
+            # failure is raised.
+            for outcome in await asyncio.gather(*deliveries, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         await producer.commit_transaction()
         self.metrics.transactions += 1
         self.metrics.published += len(deliveries)
