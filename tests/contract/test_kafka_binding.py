@@ -13,7 +13,7 @@ from orders_common.asyncapi import asyncapi_document
 from orders_common.events import CONTENT_TYPE, decode_status_event, encode_placed
 from orders_common.models import Order, OrderCreate
 from orders_common.settings import KafkaSettings
-from orders_stack import Infra, Stack
+from orders_stack import Infra, Stack, free_port
 from orders_stack.ledger import read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -23,13 +23,20 @@ async def test_every_topic_holds_structured_cloudevents_and_the_contract_is_serv
     infra: Infra, test_env: dict[str, str]
 ) -> None:
     topics = {name: test_env[f"KAFKA_{name.upper()}_TOPIC"] for name in ("orders", "status", "dlq")}
-    with Stack(infra, api_port=0, query_port=0, processor_port=0, env=test_env) as stack:
+    # The api alone first, so that the cancel surely finds its order still PLACED.
+    stack = Stack(
+        infra, api_port=free_port(), query_port=free_port(), processor_port=free_port(), env=test_env
+    )
+    try:
+        stack.start_service("api")
+        stack.wait_ready("api")
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
             body = {"userId": 4, "productName": "Lamp", "quantity": 2, "price": 15.5}
             first = (await api.post("/api/orders", json=body)).json()["data"]["orderId"]
             second = (await api.post("/api/orders", json=body)).json()["data"]["orderId"]
             assert (await api.post(f"/api/orders/{second}/cancel")).status_code == 200
             contract = (await api.get("/asyncapi.json")).json()
+        stack.start_service("processor")
         # A CloudEvent the processor cannot process: it goes to the dead-letter topic as it is.
         order = Order.place(
             OrderCreate.model_validate({"userId": 4, "productName": "x", "quantity": 1, "price": 1})
@@ -52,6 +59,8 @@ async def test_every_topic_holds_structured_cloudevents_and_the_contract_is_serv
             read_records(bootstrap, topics["status"], 5, committed_only=True),
             read_records(bootstrap, topics["dlq"], 1, committed_only=True),
         )
+    finally:
+        stack.stop()
     types: dict[str, list[str]] = {}
     for record in [*orders, *status, *dead]:
         headers = dict(record.headers)

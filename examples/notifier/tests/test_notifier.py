@@ -11,7 +11,7 @@ import httpx
 import pytest
 from orders_notifier import notify
 
-from orders_stack import Infra, Stack
+from orders_stack import Infra, Stack, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -44,8 +44,15 @@ async def test_the_webhook_hears_of_completed_and_cancelled_orders(
     infra: Infra, test_env: dict[str, str], webhook: tuple[str, list[dict[str, Any]]]
 ) -> None:
     url, received = webhook
-    env = {**test_env, "PROCESSING_DELAY_MS": "300"}
-    with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
+    # The api alone first, so that the cancel surely finds its order still PLACED; then the
+    # processor, which processes the other one and relays every transition.
+    stack = Stack(
+        infra, api_port=free_port(), query_port=free_port(), processor_port=free_port(), env=test_env
+    )
+    task: asyncio.Task[None] | None = None
+    try:
+        stack.start_service("api")
+        stack.wait_ready("api")  # it has created the topics
         task = asyncio.create_task(
             notify(
                 infra.kafka_bootstrap,
@@ -54,17 +61,19 @@ async def test_the_webhook_hears_of_completed_and_cancelled_orders(
                 url,
             )
         )
-        try:
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
-                body = {"userId": 3, "productName": "Desk", "quantity": 1, "price": 120}
-                kept = (await api.post("/api/orders", json=body)).json()["data"]["orderId"]
-                dropped = (await api.post("/api/orders", json=body)).json()["data"]["orderId"]
-                assert (await api.post(f"/api/orders/{dropped}/cancel")).status_code == 200
-            async with asyncio.timeout(60):
-                while len(received) < 2:
-                    await asyncio.sleep(0.1)
-            await asyncio.sleep(1)  # nothing more comes
-        finally:
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as api:
+            body = {"userId": 3, "productName": "Desk", "quantity": 1, "price": 120}
+            kept = (await api.post("/api/orders", json=body)).json()["data"]["orderId"]
+            dropped = (await api.post("/api/orders", json=body)).json()["data"]["orderId"]
+            assert (await api.post(f"/api/orders/{dropped}/cancel")).status_code == 200
+        stack.start_service("processor")
+        async with asyncio.timeout(60):
+            while len(received) < 2:
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # nothing more comes
+    finally:
+        stack.stop()
+        if task is not None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
