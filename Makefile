@@ -12,13 +12,18 @@ COMPOSE_GO_VERSION := v2.16.2
 JAEGER := $(CACHE)/bin/jaeger
 PROMTOOL := $(CACHE)/bin/promtool
 HYDRA := $(CACHE)/bin/hydra
-PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench
+# The AsyncAPI specification's JSON Schema, from the @asyncapi/specs npm package (static tests).
+ASYNCAPI_SPECS_VERSION := 6.11.1
+ASYNCAPI_SPECS := $(CACHE)/asyncapi-specs
+PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench -e examples/notifier
 CHROMIUM ?= /usr/bin/chromium
 
 # Debian's packages a goal needs, as command=package: each is installed only when its command is
 # missing; Maven only until Kafka's jars are fetched, Go only until the compose loader is built.
 UP_PACKAGES := redis-server=redis-server java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
-TEST_PACKAGES := $(UP_PACKAGES) $(if $(and $(wildcard $(COMPOSE_SPEC)),$(wildcard $(HYDRA)),$(wildcard $(JAEGER)),$(wildcard $(PROMTOOL))),,go=golang-go) $(if $(wildcard $(HYDRA)),,gcc=gcc) $(CHROMIUM)=chromium
+TEST_PACKAGES := $(UP_PACKAGES) $(if $(and $(wildcard $(COMPOSE_SPEC)),$(wildcard $(HYDRA)),$(wildcard $(JAEGER)),$(wildcard $(PROMTOOL))),,go=golang-go) \
+  $(if $(wildcard $(HYDRA)),,gcc=gcc) $(CHROMIUM)=chromium \
+  $(if $(wildcard $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION)),,npm=npm)
 
 # $(call debian-packages,command=package ...): installs the missing ones from Debian's packages
 # when run as root; otherwise stops, naming the one command that installs them all.
@@ -42,7 +47,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: constraints.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml tools/stack/pyproject.toml tools/bench/pyproject.toml
+$(VENV)/.installed: constraints.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml tools/stack/pyproject.toml tools/bench/pyproject.toml examples/notifier/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-dev.txt $(PACKAGES)
 	touch $@
@@ -90,7 +95,6 @@ jaeger: $(JAEGER) ## Build Jaeger (all-in-one, for TRACING=1) from the Go module
 .PHONY: promtool
 promtool: $(PROMTOOL) ## Build promtool (checks the alert rules) into .cache/bin (minutes, once)
 
-
 # Ory Hydra, the OpenID Connect provider of AUTH_MODE=oidc: its own Go module (infra/hydra, pinned in go.sum),
 # with its in-memory store (sqlite tags, cgo).
 $(HYDRA): infra/hydra/go.mod infra/hydra/go.sum
@@ -101,8 +105,17 @@ $(HYDRA): infra/hydra/go.mod infra/hydra/go.sum
 .PHONY: hydra
 hydra: $(HYDRA) ## Build Ory Hydra (the local OpenID Connect provider) into .cache/bin
 
+$(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION):
+	$(call debian-packages,npm=npm)
+	rm -rf $(ASYNCAPI_SPECS) && mkdir -p $(ASYNCAPI_SPECS)
+	npm install --prefix $(ASYNCAPI_SPECS) --no-save --no-audit --no-fund --ignore-scripts @asyncapi/specs@$(ASYNCAPI_SPECS_VERSION)
+	touch $@
+
+.PHONY: asyncapi-specs
+asyncapi-specs: $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION) ## Fetch the AsyncAPI specification's JSON Schema (npm @asyncapi/specs) into .cache, once
+
 .PHONY: tools
-tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) $(HYDRA) ## Build the Compose loader, Jaeger, promtool and Ory Hydra for the tests
+tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) $(HYDRA) asyncapi-specs ## Build the Compose loader, Jaeger, promtool and Ory Hydra, fetch the AsyncAPI schema: for the tests
 
 .PHONY: deps
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
@@ -123,6 +136,10 @@ dlq: install ## Dead letters: list, filter, redrive (make dlq ARGS="--help")
 .PHONY: token
 token: install ## Print an access token of the running stack's provider (make up AUTH_MODE=oidc): USER=7 [ROLE=staff|service]
 	@$(BIN)/python -m orders_stack.token $(if $(filter command line,$(origin USER)),--user $(USER)) $(if $(ROLE),--role $(ROLE))
+
+.PHONY: rebuild
+rebuild: install ## Rebuild the read model from the status topic alone into a fresh Redis or prefix: ARGS="--key-prefix rebuilt:" or ARGS="--redis-url redis://..."
+	$(BIN)/python -m orders_processor.rebuild $(ARGS)
 
 .PHONY: bench-tools
 bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (root; else names the command)
@@ -146,8 +163,8 @@ watch-orders: kafka-jars ## Print every event on the orders topic: time, key, va
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/common/src services/api/src services/processor/src services/query/src tools/stack/src tools/bench/src
-	$(BIN)/mypy conftest.py libs/common/tests services/api/tests services/processor/tests services/query/tests tools/bench/tests tools/stack/tests tests
+	$(BIN)/mypy libs/common/src services/api/src services/processor/src services/query/src tools/stack/src tools/bench/src examples/notifier/src
+	$(BIN)/mypy conftest.py libs/common/tests services/api/tests services/processor/tests services/query/tests tools/bench/tests tools/stack/tests examples/notifier/tests tests
 
 .PHONY: fmt
 fmt: install ## Format and auto-fix with ruff

@@ -41,6 +41,7 @@ def test_env(infra: Infra, unique: str) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
         "KAFKA_ORDERS_TOPIC": f"orders-{unique}",
         "KAFKA_DLQ_TOPIC": f"orders-{unique}.dlq",
+        "KAFKA_STATUS_TOPIC": f"orders-{unique}.status",
         "KAFKA_CONSUMER_GROUP": f"processor-{unique}",
         "REDIS_URL": infra.redis_url,
         "REDIS_KEY_PREFIX": f"test:{unique}:",

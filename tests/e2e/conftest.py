@@ -45,6 +45,7 @@ def own_stack(request: pytest.FixtureRequest, label: str, oidc: bool = False) ->
     env = {
         "KAFKA_ORDERS_TOPIC": f"orders-{unique}",
         "KAFKA_DLQ_TOPIC": f"orders-{unique}.dlq",
+        "KAFKA_STATUS_TOPIC": f"orders-{unique}.status",
         "KAFKA_CONSUMER_GROUP": f"processor-{unique}",
         "REDIS_KEY_PREFIX": f"{unique}:",
         "PROCESSING_DELAY_MS": "200",

@@ -5,13 +5,16 @@ of this module's own (so killing them disturbs no other test), drives orders
 with clients that retry 503s with their Idempotency-Key and cancel some
 orders, breaks something mid-load, and then audits (orders_stack.ledger):
 every acknowledged order reached its final status exactly once with its
-history in order, nothing unacknowledged exists, and Kafka holds every
-acknowledged order.
+history in order, nothing unacknowledged exists, Kafka holds every
+acknowledged order, and a read_committed consumer of the status topic sees
+each (order id, version) exactly once, in order.
 """
 
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -21,11 +24,21 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from orders_common.events import encode_placed
+from orders_common.keys import Keys
 from orders_common.models import Order, OrderCreate
 from orders_common.settings import RedisSettings
 from orders_common.store import OrderStore
 from orders_stack import Infra, Stack, free_port
-from orders_stack.ledger import Ledger, audit, place_orders, read_records, redis_full, settle, until
+from orders_stack.ledger import (
+    Ledger,
+    audit,
+    compare_read_models,
+    place_orders,
+    read_records,
+    redis_full,
+    settle,
+    until,
+)
 from orders_stack.metrics import metric_value
 from orders_stack.oidc import Hydra, Provider
 
@@ -75,7 +88,13 @@ class Rig:
     async def verify(self, ledger: Ledger, *, refusals_expected: bool = False) -> None:
         """The promise, checked against the read model and the topic."""
         await settle(self.store, ledger)
-        result = await audit(self.store, ledger, self.infra.kafka_bootstrap, self.topic)
+        result = await audit(
+            self.store,
+            ledger,
+            self.infra.kafka_bootstrap,
+            self.topic,
+            status_topic=self.env["KAFKA_STATUS_TOPIC"],
+        )
         assert not result.problems, result.problems
         assert len(ledger.acked) == COUNT - ledger.gave_up
         assert result.in_model == len(ledger.acked)
@@ -108,6 +127,7 @@ async def rig(own_infra: Infra, unique: str, request: pytest.FixtureRequest) -> 
     env = {
         "KAFKA_ORDERS_TOPIC": f"orders-{unique}",
         "KAFKA_DLQ_TOPIC": f"orders-{unique}.dlq",
+        "KAFKA_STATUS_TOPIC": f"orders-{unique}.status",
         "KAFKA_CONSUMER_GROUP": f"processor-{unique}",
         "REDIS_KEY_PREFIX": f"faults:{unique}:",
         "PROCESSING_DELAY_MS": "200",
@@ -139,11 +159,27 @@ def _user_7(n: int) -> int:
 
 @pytest.mark.usefixtures("auth_mode")
 async def test_processor_killed_mid_load_and_restarted(rig: Rig) -> None:
+    """Also: `make rebuild`'s command rebuilds, from the status topic alone, a read model equal
+    to the one the load left behind (a key prefix of its own in the same Redis)."""
     ledger = Ledger()
     load = asyncio.create_task(rig.load(ledger))
     await until(ledger, COUNT // 3)
     await asyncio.to_thread(rig.stack.restart, "processor", signal.SIGKILL)
     await rig.verify(await load)
+    prefix = rig.env["REDIS_KEY_PREFIX"] + "rebuilt:"
+    env = {**rig.stack.service_env(), "REDIS_KEY_PREFIX": prefix}
+    command = [sys.executable, "-m", "orders_processor.rebuild"]
+    done = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"rebuilt {len(ledger.acked)} orders" in done.stdout, done.stdout
+    rebuilt = OrderStore(rig.store.redis, Keys(prefix))
+    assert await compare_read_models(rig.store, rebuilt) == []
+    again = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 2, "a target that holds orders is refused"
 
 
 async def test_one_of_two_processors_killed_the_other_takes_over(rig: Rig) -> None:

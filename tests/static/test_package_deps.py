@@ -1,6 +1,6 @@
 """Each package declares what it imports.
 
-For every package under libs/, services/ and tools/, the imports of its src files (read with
+For every package under libs/, services/, tools/ and examples/, the imports of its src files (read with
 `ast`, at any depth, standard library and the package itself left out) are mapped to the
 distributions installed in this environment, and each must be declared in that package's
 pyproject.toml. orders-common keeps its web, docs and Kafka modules behind extras: a module of
@@ -59,7 +59,7 @@ def parse(requirements: list[str]) -> dict[str, frozenset[str]]:
 def packages() -> dict[str, Package]:
     found: dict[str, Package] = {}
     for pyproject in sorted(ROOT.glob("*/*/pyproject.toml")):
-        if pyproject.parts[-3] not in ("libs", "services", "tools"):
+        if pyproject.parts[-3] not in ("libs", "services", "tools", "examples"):
             continue
         project = tomllib.loads(pyproject.read_text())["project"]
         src = pyproject.parent / "src"

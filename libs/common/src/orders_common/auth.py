@@ -88,13 +88,14 @@ PUBLIC_PATHS = frozenset(
         "/docs/oauth2-audience.js",
         "/openapi.json",
         "/asyncapi.json",
+        "/asyncapi",  # the event contract's readable page
         "/metrics",  # meant for the internal network (README, Security)
         "/dashboard",  # the page; everything it reads needs a token
     }
 )
 """Paths served without a token, exactly; with `PUBLIC_PREFIXES`, the one list of exemptions."""
 
-PUBLIC_PREFIXES = ("/health/", "/docs/assets/", "/dashboard/assets/")
+PUBLIC_PREFIXES = ("/health/", "/docs/assets/", "/dashboard/assets/", "/asyncapi/assets/")
 """Path prefixes served without a token: health checks and static files."""
 
 _STREAM_PATHS = ("/api/orders/events",)

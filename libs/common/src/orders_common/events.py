@@ -1,4 +1,15 @@
-"""Kafka events: CloudEvents 1.0 JSON envelopes around the order data."""
+"""Kafka events: CloudEvents 1.0 JSON envelopes around the order data.
+
+Every record we produce is in the CloudEvents Kafka protocol binding's structured mode: the
+value is the JSON envelope and the `content-type` header says so (`CONTENT_TYPE_HEADER`, put
+on every record by `orders_common.kafka.record_headers`, the one place that builds them).
+
+Versions: every event names its data's schema version in `dataschema`
+(`urn:orders:event:<type>:v<n>`). Events published before versions existed carry none and
+read as version 1. A change to a model that an old event no longer fits is a new version
+(a new model, a new `dataschema`): tests/fixtures hold one event of every version we have
+published, and each must still decode.
+"""
 
 from typing import Annotated, Any, Final, Literal
 
@@ -22,22 +33,47 @@ from .models import (
 )
 
 __all__ = [
+    "CANCELLED_V1",
+    "CONTENT_TYPE",
+    "CONTENT_TYPE_HEADER",
     "ORDER_CANCELLED",
     "ORDER_PLACED",
+    "ORDER_STATUS_CHANGED",
+    "PLACED_V1",
+    "POSITION_HEADER",
+    "STATUS_CHANGED_V1",
     "Event",
     "EventError",
     "OrderCancelled",
     "OrderCancelledEvent",
     "OrderPlaced",
     "OrderPlacedEvent",
+    "OrderStatusChangedEvent",
+    "StatusEventError",
     "decode_event",
+    "decode_status_event",
     "encode_cancelled",
     "encode_placed",
+    "encode_status_changed",
 ]
 
 ORDER_PLACED: Final = "order.placed"
 ORDER_CANCELLED: Final = "order.cancelled"
+ORDER_STATUS_CHANGED: Final = "order.status.changed"
 SOURCE = "/orders/api"
+STATUS_SOURCE = "/orders/relay"
+
+CONTENT_TYPE: Final = "application/cloudevents+json"
+"""The `content-type` header of a structured-mode CloudEvent (CloudEvents Kafka binding)."""
+CONTENT_TYPE_HEADER: Final = ("content-type", CONTENT_TYPE.encode())
+"""That header as a Kafka record header (every record carries it: `kafka.record_headers`)."""
+POSITION_HEADER: Final = "orders.position"
+"""Header of `orders.status` records: the update-stream entry the event was published from."""
+
+
+PLACED_V1: Final = "urn:orders:event:order.placed:v1"
+CANCELLED_V1: Final = "urn:orders:event:order.cancelled:v1"
+STATUS_CHANGED_V1: Final = "urn:orders:event:order.status.changed:v1"
 
 
 class EventError(ValueError):
@@ -87,13 +123,33 @@ class _CloudEvent(WireModel):
 
 
 class OrderPlacedEvent(_CloudEvent):
+    """Topic `orders`: the api accepted an order."""
+
+    dataschema: Literal["urn:orders:event:order.placed:v1"] | None = Field(
+        PLACED_V1, description="The data's schema version; absent (version 1) before versions existed."
+    )
     type: Literal["order.placed"] = ORDER_PLACED
     data: OrderPlaced
 
 
 class OrderCancelledEvent(_CloudEvent):
+    """Topic `orders`: the api cancelled an order that was still PLACED."""
+
+    dataschema: Literal["urn:orders:event:order.cancelled:v1"] | None = Field(
+        CANCELLED_V1, description="The data's schema version; absent (version 1) before versions existed."
+    )
     type: Literal["order.cancelled"] = ORDER_CANCELLED
     data: OrderCancelled
+
+
+class OrderStatusChangedEvent(_CloudEvent):
+    """Topic `orders.status`: one per transition, with the order as it is after it. `id` is
+    `<orderId>:<version>`, `time` the transition's time; key: the order id."""
+
+    source: str = STATUS_SOURCE
+    dataschema: Literal["urn:orders:event:order.status.changed:v1"] = STATUS_CHANGED_V1
+    type: Literal["order.status.changed"] = ORDER_STATUS_CHANGED
+    data: Order
 
 
 Event = Annotated[OrderPlacedEvent | OrderCancelledEvent, Field(discriminator="type")]
@@ -124,6 +180,7 @@ def encode_placed(
             "time": utc_now(),
             "subject": order.order_id,
             "datacontenttype": "application/json",
+            "dataschema": PLACED_V1,
             "type": ORDER_PLACED,
             "data": {name: data[name] for name in _PLACED_FIELDS},
             **(trace or {}),
@@ -146,9 +203,39 @@ def decode_event(raw: bytes | None) -> OrderPlacedEvent | OrderCancelledEvent:
     try:
         event = _EVENT.validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "message"
-        raise EventError(f"invalid event: {where}: {first['msg']}") from None
+        raise EventError(f"invalid event: {_first_error(exc)}") from None
     if event.subject != event.data.order_id:
         raise EventError("invalid event: subject differs from data.orderId")
     return event
+
+
+class StatusEventError(ValueError):
+    """An `orders.status` value that is not a status event of a version we read."""
+
+
+_STATUS_EVENT = TypeAdapter(OrderStatusChangedEvent)
+
+
+def encode_status_changed(order: Order, at: str) -> bytes:
+    """The `orders.status` value for `order` as it is right after its transition at `at`."""
+    event = OrderStatusChangedEvent(
+        id=f"{order.order_id}:{order.version}",
+        time=at,
+        subject=order.order_id,
+        data=order,
+    )
+    return event.model_dump_json().encode()
+
+
+def decode_status_event(raw: bytes | None) -> OrderStatusChangedEvent:
+    """Parse an `orders.status` value; StatusEventError with the reason otherwise."""
+    try:
+        return _STATUS_EVENT.validate_json(raw or b"")
+    except ValidationError as exc:
+        raise StatusEventError(f"invalid status event: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "message"
+    return f"{where}: {first['msg']}"

@@ -5,14 +5,15 @@ import contextlib
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from . import tracing
+from .events import CONTENT_TYPE_HEADER
 from .settings import KafkaSettings
 
-__all__ = ["Headers", "ensure_topics", "new_producer", "record_headers", "stop_bounded"]
+__all__ = ["Headers", "ensure_topics", "new_producer", "record_headers", "start_reader", "stop_bounded"]
 
 Headers = list[tuple[str, bytes]]
 """Kafka record headers, as aiokafka takes and gives them."""
@@ -21,23 +22,33 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> None:
-    """Create the orders, dead-letter and quarantine topics unless they exist.
+    """Create the orders, status, dead-letter and quarantine topics unless they exist.
 
-    Topics are created explicitly, with their partition count, rather than by
-    the broker's auto-creation on first use (one partition, the wrong count).
+    Topics are created explicitly, with their partition count and retention, rather than by
+    the broker's auto-creation on first use (one partition, the wrong count). The retention
+    (`kafka_topic_retention_ms`, by default -1: forever) is what `make rebuild` relies on;
+    a topic that exists already keeps its own.
     """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=int(timeout * 1000)
     )
     try:
         await asyncio.wait_for(admin.start(), timeout)
+        retention = {"retention.ms": str(settings.kafka_topic_retention_ms)}
+        names = (
+            settings.kafka_orders_topic,
+            settings.kafka_status_topic,
+            settings.kafka_dlq_topic,
+            settings.kafka_quarantine_topic,
+        )
         topics = [
-            NewTopic(name, settings.kafka_topic_partitions, settings.kafka_replication_factor)
-            for name in (
-                settings.kafka_orders_topic,
-                settings.kafka_dlq_topic,
-                settings.kafka_quarantine_topic,
+            NewTopic(
+                name,
+                settings.kafka_topic_partitions,
+                settings.kafka_replication_factor,
+                topic_configs=retention,
             )
+            for name in names
         ]
         response = await asyncio.wait_for(admin.create_topics(topics), timeout)
         for topic, code, *_ in response.topic_errors:  # type: ignore[attr-defined]
@@ -51,10 +62,11 @@ async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> None:
 
 
 def record_headers() -> Headers:
-    """The headers of every record the services produce: the trace context of the current span
-    (W3C `traceparent`, `tracestate`) when tracing is on. Built here only, so that every record
+    """The headers of every record the services produce: the CloudEvents Kafka binding's
+    structured-mode `content-type`, and the trace context of the current span (W3C
+    `traceparent`, `tracestate`) when tracing is on. Built here only, so that every record
     carries the same."""
-    return tracing.inject_headers([])
+    return tracing.inject_headers([CONTENT_TYPE_HEADER])
 
 
 def new_producer(settings: KafkaSettings, **options: object) -> AIOKafkaProducer:
@@ -65,6 +77,30 @@ def new_producer(settings: KafkaSettings, **options: object) -> AIOKafkaProducer
         enable_idempotence=True,
         **options,
     )
+
+
+async def start_reader(
+    settings: KafkaSettings, topic: str, timeout: float = 30.0
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer of committed records only, in no group, assigned every partition of
+    `topic` (the caller seeks; stop it with `stop_bounded`)."""
+    # Subscribed at first: starting then waits for the topic's metadata (its partitions).
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.unsubscribe()
+        consumer.assign(partitions)
+    except BaseException:
+        await stop_bounded(consumer, "reader stop")
+        raise
+    return consumer, partitions
 
 
 async def stop_bounded(client: AIOKafkaProducer | AIOKafkaConsumer, what: str, timeout: float = 10.0) -> None:

@@ -56,3 +56,8 @@ class Keys:
     def updates(self) -> str:
         """Stream: one entry per transition, capped in length, for live clients."""
         return f"{self.prefix}orders:updates"
+
+    @property
+    def relay_lease(self) -> str:
+        """String with a TTL: the processor that publishes the update stream to Kafka now."""
+        return f"{self.prefix}relay:lease"

@@ -44,6 +44,15 @@ class KafkaSettings(_Base):
         "orders.quarantine",
         description="Topic of dead letters redriven too often (`make dlq`): kept, never redriven again.",
     )
+    kafka_status_topic: str = Field(
+        "orders.status", description="Topic of status events: one CloudEvent per transition."
+    )
+    kafka_topic_retention_ms: int = Field(
+        -1,
+        ge=-1,
+        description="retention.ms of the topics when they are created; -1 keeps every record "
+        "(what `make rebuild` needs of the status topic).",
+    )
     kafka_topic_partitions: int = Field(
         6, ge=1, description="Partitions of the topics when they are created."
     )

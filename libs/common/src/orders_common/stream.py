@@ -179,6 +179,12 @@ class UpdateStream:
             raise entries
         return _updates(entries)
 
+    async def entries_from(self, start: str, until: str = "+", count: int = 500) -> list[Update]:
+        """Up to `count` entries from `start` (included) up to `until`, oldest first, whatever
+        the cap trimmed before `start` (the status relay, going on after a gap)."""
+        entries: Any = await self.redis.xrange(self.keys.updates, start, until, count=count)
+        return _updates(entries)
+
     async def wait_updates(self, after: str, count: int = 500, block_ms: int = 5000) -> list[Update]:
         """Entries after `after`, oldest first, waiting up to `block_ms` for the first ([] if
         none came)."""

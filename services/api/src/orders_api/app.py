@@ -17,7 +17,7 @@ from orders_common.store import OrderStore
 
 from .deps import get_publisher, get_store
 from .publisher import Publisher, SendMetrics
-from .routes import home, orders
+from .routes import asyncapi, home, orders
 from .settings import Settings, get_settings
 
 __all__ = ["create_app"]
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
     )
     # Health last: routes registered before a direct route are asked first on every request.
-    include(app, home.router, orders.router, health, metrics.router())
+    include(app, home.router, asyncapi.router, orders.router, health, metrics.router())
     install_docs(app)
     if tracing.setup("api", app.state.settings):
         tracing.instrument(app)

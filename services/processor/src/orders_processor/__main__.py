@@ -12,6 +12,7 @@ from orders_common.serving import configure_logging, freeze_startup_heap, http_o
 from orders_common.store import OrderStore
 
 from .health import HealthServer, create_health_app
+from .relay import Relay
 from .settings import Settings, get_settings
 from .worker import Worker
 
@@ -28,9 +29,10 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stopping.set)
     store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
     worker = Worker(settings, store)
+    relay = Relay(settings, store)
     health = HealthServer(
         uvicorn.Config(
-            create_health_app(worker, redis=store.redis),
+            create_health_app(worker, redis=store.redis, relay=relay),
             host=settings.bind_host,
             port=settings.processor_port,
             lifespan="off",
@@ -40,6 +42,7 @@ async def run(settings: Settings) -> None:
         )
     )
     health_task = asyncio.create_task(health.serve())
+    relay_task: asyncio.Task[None] | None = None
     try:
         log.info(
             "processor starting: group %s, topic %s, delay %d ms",
@@ -49,8 +52,12 @@ async def run(settings: Settings) -> None:
         )
         await store.load_functions()
         freeze_startup_heap()
+        relay_task = asyncio.create_task(relay.run(stopping))  # publishes while it holds the lease
         await worker.run(stopping)
     finally:
+        stopping.set()
+        if relay_task is not None:
+            await relay_task
         health.should_exit = True
         await health_task
         await store.redis.aclose()

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 
 from aiokafka import ConsumerRecord
 
+from orders_common.events import CONTENT_TYPE_HEADER
+
 __all__ = [
     "DLQ_HEADERS",
     "OFFSET",
@@ -47,14 +49,18 @@ def header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
 
 
 def dead_letter_headers(record: "ConsumerRecord[bytes, bytes]", reason: str) -> list[tuple[str, bytes]]:
-    """The record's own headers (an earlier dead-lettering's taken off) and where it came from."""
-    own: Sequence[tuple[str, bytes]] = [(k, v) for k, v in record.headers if k not in DLQ_HEADERS]
+    """The record's own headers (an earlier dead-lettering's taken off), where it came from, and
+    the CloudEvents binding's `content-type` (which a record from another producer may lack)."""
+    own: Sequence[tuple[str, bytes]] = [
+        (k, v) for k, v in record.headers if k not in DLQ_HEADERS and k != CONTENT_TYPE_HEADER[0]
+    ]
     return [
         (REASON, reason.encode()),
         (TOPIC, record.topic.encode()),
         (PARTITION, str(record.partition).encode()),
         (OFFSET, str(record.offset).encode()),
         (TIME, str(record.timestamp).encode()),
+        CONTENT_TYPE_HEADER,
         *own,
     ]
 

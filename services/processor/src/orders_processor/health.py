@@ -18,9 +18,10 @@ from orders_common.http import NO_TELEMETRY, health_router, install_common, redi
 from orders_common.metrics import RequestMetrics, ServiceMetrics
 from orders_common.models import OrderStatus
 
+from .relay import Relay
 from .worker import Worker
 
-__all__ = ["HealthServer", "WorkerCollector", "create_health_app"]
+__all__ = ["HealthServer", "RelayCollector", "WorkerCollector", "create_health_app"]
 
 _COUNTERS = (  # name (after processor_orders_, before _total), field of worker.metrics, help
     ("received", "received", "Records taken from Kafka."),
@@ -85,9 +86,35 @@ class WorkerCollector(Collector):
         yield lag
 
 
-def create_health_app(worker: Worker, redis: Redis | None = None) -> FastAPI:
-    """Health and metrics of `worker`; `redis`: the worker's store client, whose connections
-    are then named and counted (see `ServiceMetrics.watch_redis`)."""
+class RelayCollector(Collector):
+    """The status relay's counters (`relay.metrics`), read at each scrape."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def collect(self) -> Iterable[Metric]:
+        m = self._relay.metrics
+        yield CounterMetricFamily("processor_relay_published", "Status events published.", value=m.published)
+        yield CounterMetricFamily(
+            "processor_relay_transactions", "Kafka transactions the relay committed.", value=m.transactions
+        )
+        yield CounterMetricFamily(
+            "processor_relay_gaps",
+            "Times the update stream was trimmed before the relay published it (events lost).",
+            value=m.gaps,
+        )
+        yield CounterMetricFamily(
+            "processor_relay_skipped", "Stream entries without the order (not published).", value=m.skipped
+        )
+        yield GaugeMetricFamily("processor_relay_leader", "1 while this process holds the lease.", m.leader)
+        yield GaugeMetricFamily(
+            "processor_relay_stalled", "1 while the stream is behind the published position.", m.stalled
+        )
+
+
+def create_health_app(worker: Worker, redis: Redis | None = None, relay: Relay | None = None) -> FastAPI:
+    """Health and metrics of `worker` (and `relay`); `redis`: the worker's store client, whose
+    connections are then named and counted (see `ServiceMetrics.watch_redis`)."""
     app = FastAPI(
         title="Order processor", version="0.1.0", docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
     )
@@ -95,6 +122,8 @@ def create_health_app(worker: Worker, redis: Redis | None = None) -> FastAPI:
     app.state.metrics = metrics = ServiceMetrics("processor")
     metrics.register(WorkerCollector(worker))
     worker.on_redis_error = metrics.redis_errors.labels("worker").inc  # each is retried
+    if relay is not None:
+        metrics.register(RelayCollector(relay))
     if redis is not None:
         metrics.watch_redis(redis)
     app.add_middleware(RequestMetrics, metrics=metrics)

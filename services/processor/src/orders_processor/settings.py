@@ -23,7 +23,8 @@ class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings, TracingS
         2000,
         ge=0,
         description="Commit an offset only once the Redis writes before it are this old, so that "
-        "Redis's once-a-second AOF fsync has put them on disk (0: commit at once).",
+        "Redis's once-a-second AOF fsync has put them on disk (0: commit at once); the status "
+        "relay publishes a transition only once it is this old, for the same reason.",
     )
     processor_drain_timeout_ms: int = Field(
         20_000, ge=0, description="On shutdown or rebalance: how long in-flight orders may finish."

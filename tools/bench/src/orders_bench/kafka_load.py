@@ -3,7 +3,7 @@
 import asyncio
 
 from orders_common.events import encode_placed
-from orders_common.kafka import ensure_topics, new_producer
+from orders_common.kafka import ensure_topics, new_producer, record_headers
 from orders_common.models import Order, OrderCreate
 from orders_common.settings import KafkaSettings
 
@@ -45,7 +45,9 @@ async def preload(bootstrap: str, topic: str, count: int, chunk: int = 2000) -> 
         for first in range(0, count, chunk):
             orders = [_order(1 + (first + i) % 1000) for i in range(min(chunk, count - first))]
             deliveries = [
-                await producer.send(topic, encode_placed(order), key=order.order_id.encode())
+                await producer.send(
+                    topic, encode_placed(order), key=order.order_id.encode(), headers=record_headers()
+                )
                 for order in orders
             ]
             await asyncio.wait_for(asyncio.gather(*deliveries), 60)

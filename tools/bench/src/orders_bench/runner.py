@@ -430,6 +430,7 @@ class Bench:
         stack.env.update(
             KAFKA_ORDERS_TOPIC=f"bench-orders-{delay_ms}-{run}",
             KAFKA_DLQ_TOPIC=f"bench-orders-{delay_ms}-{run}.dlq",
+            KAFKA_STATUS_TOPIC=f"bench-orders-{delay_ms}-{run}.status",
             KAFKA_CONSUMER_GROUP=f"bench-processor-{delay_ms}-{run}",
             PROCESSING_DELAY_MS=str(delay_ms),
         )
@@ -617,6 +618,7 @@ def run_bench(options: Options, progress: Progress) -> tuple[Results, dict[str, 
             env = {
                 "KAFKA_ORDERS_TOPIC": f"bench-orders-0-{run}",
                 "KAFKA_DLQ_TOPIC": f"bench-orders-0-{run}.dlq",
+                "KAFKA_STATUS_TOPIC": f"bench-orders-0-{run}.status",
                 "KAFKA_CONSUMER_GROUP": f"bench-processor-0-{run}",
                 "REDIS_KEY_PREFIX": "",
                 "PROCESSING_DELAY_MS": "0",

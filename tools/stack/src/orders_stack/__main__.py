@@ -119,6 +119,7 @@ def main() -> None:
 Order tracking is up. Ctrl-C stops everything.
 {auth}
   api (place orders)    {stack.api_url}/docs
+  event contract        {stack.api_url}/asyncapi.json  (status events on Kafka topic orders.status)
   query (read orders)   {stack.query_url}/docs
   live dashboard        {stack.query_url}/dashboard
   processor metrics     {stack.processor_url}/metrics

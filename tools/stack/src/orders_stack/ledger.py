@@ -6,7 +6,9 @@ steady rate. Each client behaves as a careful one should: it sends an
 cancels some orders right after placing them. The `Ledger` records every
 answer. `audit` then compares the ledger with the read model and the topic:
 every acknowledged order reached its final status exactly once, with its
-history in order and without repeats; nothing unacknowledged exists.
+history in order and without repeats; nothing unacknowledged exists; and a
+read_committed consumer of the status topic sees each (order id, version)
+exactly once, in order per order.
 """
 
 import asyncio
@@ -27,7 +29,18 @@ from redis.exceptions import OutOfMemoryError
 from orders_common.models import OrderStatus
 from orders_common.store import OrderStore
 
-__all__ = ["Audit", "Ledger", "audit", "place_orders", "read_records", "redis_full", "settle", "until"]
+__all__ = [
+    "Audit",
+    "Ledger",
+    "audit",
+    "compare_read_models",
+    "place_orders",
+    "read_records",
+    "redis_full",
+    "settle",
+    "status_events",
+    "until",
+]
 
 EXPECTED_HISTORY = {
     OrderStatus.COMPLETED: [OrderStatus.PLACED, OrderStatus.PROCESSING, OrderStatus.COMPLETED],
@@ -194,8 +207,12 @@ class Audit:
     """Wrong final status, or a history out of order or with repeats."""
     not_in_topic: list[str] = field(default_factory=list)
     """Acknowledged, but Kafka does not hold it."""
+    status_wrong: list[str] = field(default_factory=list)
+    """The status topic's events of an order: not each version once, in order, as in its history;
+    or events of an order never acknowledged."""
     in_model: int = 0
     events: int = 0
+    status_events: int = 0
 
     @property
     def problems(self) -> dict[str, list[str]]:
@@ -204,11 +221,20 @@ class Audit:
             "phantoms": self.phantoms,
             "wrong": self.wrong,
             "not_in_topic": self.not_in_topic,
+            "status_wrong": self.status_wrong,
         }
         return {name: ids[:10] for name, ids in found.items() if ids}
 
 
-async def audit(store: OrderStore, ledger: Ledger, bootstrap: str, topic: str, partitions: int = 6) -> Audit:
+async def audit(
+    store: OrderStore,
+    ledger: Ledger,
+    bootstrap: str,
+    topic: str,
+    partitions: int = 6,
+    status_topic: str | None = None,
+) -> Audit:
+    """`status_topic`: also check the status events (see `status_events`)."""
     result = Audit()
     in_model = set(cast(list[str], await store.redis.zrange(store.keys.all_orders, 0, -1)))
     result.in_model = len(in_model)
@@ -235,7 +261,100 @@ async def audit(store: OrderStore, ledger: Ledger, bootstrap: str, topic: str, p
     placed = await _placed_in_topic(bootstrap, topic, partitions)
     result.events = len(placed)
     result.not_in_topic = sorted(set(ledger.acked) - set(placed))
+    if status_topic is not None:
+        final = {order_id: ledger.expected(order_id) for order_id in ledger.acked}
+        seen, unreadable = await status_events(bootstrap, status_topic, final)
+        result.status_events = sum(map(len, seen.values()))
+        result.status_wrong += unreadable
+        for order_id in sorted(set(seen) | set(final)):
+            events = seen.get(order_id, [])
+            history = EXPECTED_HISTORY[final[order_id]] if order_id in final else []
+            if events != list(enumerate(history, 1)):
+                result.status_wrong.append(f"{order_id}: {events}")
     return result
+
+
+async def status_events(
+    bootstrap: str, topic: str, final: dict[str, OrderStatus], timeout: float = 120
+) -> tuple[dict[str, list[tuple[int, OrderStatus]]], list[str]]:
+    """Every order's (version, status) pairs as a read_committed consumer of the status topic
+    sees them, in order, and the records that are no status event. Reads until each order of
+    `final` has had its final status (the relay publishes a little after the read model
+    changes), then to the end offsets of that moment."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    seen: dict[str, list[tuple[int, OrderStatus]]] = {}
+    unreadable: list[str] = []
+    waiting = set(final)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            end: dict[TopicPartition, int] | None = None
+            while end is None or not await _reached(consumer, end):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        event = _json(record.value)
+                        data = event.get("data") if isinstance(event, dict) else None
+                        if not isinstance(data, dict):
+                            unreadable.append(f"not a status event: {record.partition}@{record.offset}")
+                            continue
+                        status = OrderStatus(data["status"])
+                        seen.setdefault(str(data["orderId"]), []).append((int(data["version"]), status))
+                        if final.get(data["orderId"]) == status:
+                            waiting.discard(data["orderId"])
+                if end is None and not waiting:
+                    end = await consumer.end_offsets(list(consumer.assignment()))
+    except TimeoutError:
+        pass  # what was seen by then is the answer: the audit reports what is missing
+    finally:
+        await consumer.stop()
+    return seen, unreadable
+
+
+async def compare_read_models(original: OrderStore, other: OrderStore) -> list[str]:
+    """How `other`'s read model differs from `original`'s: orders (their hashes), histories
+    (times and stream positions included), and the indexes (all, by user, by status)."""
+    differences: list[str] = []
+    ids = [
+        cast(list[str], await store.redis.zrange(store.keys.all_orders, 0, -1)) for store in (original, other)
+    ]
+    if ids[0] != ids[1]:
+        differences.append(
+            f"orders: {len(ids[0])} against {len(ids[1])}, {sorted(set(ids[0]) ^ set(ids[1]))[:5]}"
+        )
+    users: set[str] = set()
+    for batch in (ids[0][i : i + 500] for i in range(0, len(ids[0]), 500)):
+        replies = []
+        for store in (original, other):
+            async with store.redis.pipeline(transaction=False) as pipe:
+                for order_id in batch:
+                    pipe.hgetall(store.keys.order(order_id))
+                    pipe.lrange(store.keys.history(order_id), 0, -1)
+                replies.append(await pipe.execute())
+        for n, order_id in enumerate(batch):
+            mine, theirs = replies[0][2 * n], replies[1][2 * n]
+            if mine != theirs:
+                differences.append(f"order {order_id}: {mine} against {theirs}")
+            histories = [[json.loads(entry) for entry in reply[2 * n + 1]] for reply in replies]
+            if histories[0] != histories[1]:
+                differences.append(f"history of {order_id}: {histories[0]} against {histories[1]}")
+            users.add(mine.get("userId", ""))
+    a, b = original.keys, other.keys
+    indexes = [(a.by_status(status), b.by_status(status)) for status in OrderStatus]
+    indexes += [(a.by_user(int(user)), b.by_user(int(user))) for user in sorted(users) if user]
+    for mine_index, their_index in indexes:
+        members = [
+            set(await original.redis.zrange(mine_index, 0, -1)),
+            set(await other.redis.zrange(their_index, 0, -1)),
+        ]
+        if members[0] != members[1]:
+            differences.append(f"index {mine_index}: {sorted(members[0] ^ members[1])[:5]}")
+    return differences
 
 
 async def read_records(
@@ -284,6 +403,10 @@ async def _placed_in_topic(bootstrap: str, topic: str, count: int) -> list[str]:
     finally:
         await consumer.stop()
     return subjects
+
+
+async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    return all([await consumer.position(tp) >= offset for tp, offset in end.items()])
 
 
 def _json(value: bytes | None) -> object:

@@ -189,6 +189,8 @@ class Infra:
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     f"log.dirs={home / 'log'}",
                     "num.partitions=6",
+                    # Keep every record: `make rebuild` reads the status topic from its start.
+                    "log.retention.ms=-1",
                     "auto.create.topics.enable=false",
                     "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=10",

@@ -1,0 +1,179 @@
+"""The event contract: an AsyncAPI 3.0 document of every topic, generated from the event models.
+
+The payload schemas are the pydantic models' own JSON Schemas (as they serialize), so the
+document cannot drift from the code; the api serves it at `GET /asyncapi.json`, and
+tests/static checks it against the AsyncAPI specification's JSON Schema.
+"""
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from .events import (
+    CONTENT_TYPE,
+    POSITION_HEADER,
+    OrderCancelledEvent,
+    OrderPlacedEvent,
+    OrderStatusChangedEvent,
+)
+from .settings import KafkaSettings
+
+__all__ = ["EVENT_MODELS", "asyncapi_document"]
+
+EVENT_MODELS: tuple[type[BaseModel], ...] = (OrderPlacedEvent, OrderCancelledEvent, OrderStatusChangedEvent)
+"""Every event model we publish: each is a message of the document."""
+
+_KAFKA_BINDING = "0.5.0"
+_REF = "#/components/schemas/{model}"
+
+
+def _headers(**extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "content-type": {
+                "const": CONTENT_TYPE,
+                "description": "CloudEvents Kafka binding, structured mode: the value is the whole event.",
+            },
+            **extra,
+        },
+        "required": ["content-type"],
+    }
+
+
+def _message(name: str, model: type[BaseModel], summary: str, headers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": model.__name__,
+        "summary": summary,
+        "contentType": CONTENT_TYPE,
+        "headers": headers,
+        "payload": {"$ref": _REF.format(model=model.__name__)},
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": "The order id (`subject`)."},
+                "bindingVersion": _KAFKA_BINDING,
+            }
+        },
+    }
+
+
+def _channel(address: str, description: str, messages: list[str], settings: KafkaSettings) -> dict[str, Any]:
+    return {
+        "address": address,
+        "description": description,
+        "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in messages},
+        "bindings": {
+            "kafka": {
+                "topic": address,
+                "partitions": settings.kafka_topic_partitions,
+                "topicConfiguration": {"retention.ms": settings.kafka_topic_retention_ms},
+                "bindingVersion": _KAFKA_BINDING,
+            }
+        },
+    }
+
+
+def _operation(action: str, channel: str, messages: list[str], summary: str) -> dict[str, Any]:
+    return {
+        "action": action,
+        "summary": summary,
+        "channel": {"$ref": f"#/channels/{channel}"},
+        "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"} for name in messages],
+    }
+
+
+def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of the topics named by `settings` (the defaults if None)."""
+    settings = settings or KafkaSettings()
+    _, definitions = models_json_schema(
+        [(model, "serialization") for model in EVENT_MODELS], ref_template=_REF
+    )
+    cloudevent = _headers()
+    dead = _headers(
+        **{
+            "dlq.reason": {"type": "string", "description": "Why the record can never be processed."},
+            "dlq.topic": {"type": "string", "description": "The topic it was read from."},
+            "dlq.partition": {"type": "string", "description": "Its partition there (decimal)."},
+            "dlq.offset": {"type": "string", "description": "Its offset there (decimal)."},
+        }
+    )
+    status = _headers(
+        **{
+            POSITION_HEADER: {
+                "type": "string",
+                "description": "The update-stream entry it was published from.",
+            }
+        }
+    )
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Order tracking events",
+            "version": "1.0.0",
+            "description": "The Kafka topics of the order tracking services. Every record is a "
+            "CloudEvents 1.0 JSON event in the Kafka binding's structured mode; `dataschema` "
+            "names the version of its `data`.",
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "channels": {
+            "orders": _channel(
+                settings.kafka_orders_topic,
+                "Orders the api accepted, and its cancellations; key: the order id.",
+                ["OrderPlaced", "OrderCancelled"],
+                settings,
+            ),
+            "orderStatus": _channel(
+                settings.kafka_status_topic,
+                "One event per status transition, with the order after it, exactly once and in "
+                "order per order for read_committed consumers; key: the order id.",
+                ["OrderStatusChanged"],
+                settings,
+            ),
+            "deadLetters": _channel(
+                settings.kafka_dlq_topic,
+                "Records of the orders topic that can never be processed: the original key, "
+                "value and headers, and the reason in headers.",
+                ["DeadLetter"],
+                settings,
+            ),
+        },
+        "operations": {
+            "placeOrders": _operation(
+                "send", "orders", ["OrderPlaced", "OrderCancelled"], "The api publishes accepted orders."
+            ),
+            "processOrders": _operation(
+                "receive", "orders", ["OrderPlaced", "OrderCancelled"], "The processor drives each order."
+            ),
+            "publishStatus": _operation(
+                "send", "orderStatus", ["OrderStatusChanged"], "The processor's relay publishes transitions."
+            ),
+            "receiveStatus": _operation(
+                "receive", "orderStatus", ["OrderStatusChanged"], "Other services react to transitions."
+            ),
+            "deadLetter": _operation(
+                "send", "deadLetters", ["DeadLetter"], "The processor sets aside what it cannot process."
+            ),
+        },
+        "components": {
+            "schemas": definitions["$defs"],
+            "messages": {
+                "OrderPlaced": _message(
+                    "order.placed", OrderPlacedEvent, "An order was accepted.", cloudevent
+                ),
+                "OrderCancelled": _message(
+                    "order.cancelled", OrderCancelledEvent, "A PLACED order was cancelled.", cloudevent
+                ),
+                "OrderStatusChanged": _message(
+                    "order.status.changed", OrderStatusChangedEvent, "An order changed status.", status
+                ),
+                "DeadLetter": {
+                    "name": "dead-letter",
+                    "summary": "A record of the orders topic, unchanged (it may not be JSON at all).",
+                    "headers": dead,
+                    "payload": {"description": "The original record's value, byte for byte."},
+                },
+            },
+        },
+    }
