@@ -176,6 +176,7 @@ def _bad_tokens(p: KeyProvider) -> dict[str, tuple[str, str]]:
     none_header = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": p.kids["rsa"]}).encode())
     hs_header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": p.kids["rsa"]}).encode())
     hs_body = _b64(json.dumps(p.claims()).encode())
+    list_alg_header = _b64(json.dumps({"alg": ["RS256"], "typ": "JWT", "kid": p.kids["rsa"]}).encode())
     hs_signature = _b64(hmac.new(p.public_pem(), f"{hs_header}.{hs_body}".encode(), hashlib.sha256).digest())
     tampered = _b64(json.dumps({**p.claims(), "user_id": USER_B}).encode())
     now = int(time.time())
@@ -183,6 +184,10 @@ def _bad_tokens(p: KeyProvider) -> dict[str, tuple[str, str]]:
         "malformed": ("not-a-jwt", "The token is malformed"),
         "three garbage parts": ("abc.def.ghi", "The token is malformed"),
         "alg none": (f"{none_header}.{payload}.", "The token's algorithm is not accepted"),
+        "alg not a string": (
+            f"{list_alg_header}.{payload}.{signature}",
+            "The token's algorithm is not accepted",
+        ),
         "HS256 with the public key": (f"{hs_header}.{hs_body}.{hs_signature}", "algorithm is not accepted"),
         "unknown kid": (p.sign(p.claims(), kid="nobody-knows-me"), "The token's signing key is unknown"),
         "wrong issuer": (p.sign(p.claims(iss="http://evil.example")), "The token's issuer is not accepted"),
@@ -202,6 +207,7 @@ BAD = [
     "malformed",
     "three garbage parts",
     "alg none",
+    "alg not a string",
     "HS256 with the public key",
     "unknown kid",
     "wrong issuer",
@@ -281,10 +287,11 @@ async def test_user_a_never_sees_user_b(
         assert "productName" not in answer.text
         assert answer.json()["data"] is None
     # An unknown order is the same 404 as another user's: ids are not confirmed.
-    unknown = await query.get("/api/orders/01939a4e-0000-7000-8000-000000000000", headers=a)
-    other = await query.get(f"/api/orders/{b_order}", headers=a)
-    assert unknown.json()["message"].split()[0] == other.json()["message"].split()[0] == "Order"
-    assert unknown.status_code == other.status_code == 404
+    for suffix in ("", "/history", "/events"):
+        unknown = await query.get(f"/api/orders/01939a4e-0000-7000-8000-000000000000{suffix}", headers=a)
+        other = await query.get(f"/api/orders/{b_order}{suffix}", headers=a)
+        assert unknown.json()["message"].split()[0] == other.json()["message"].split()[0] == "Order"
+        assert unknown.status_code == other.status_code == 404, suffix
     # Lists carry only A's orders.
     for path in ("/api/orders", "/api/orders/status/placed", f"/api/orders/user/{USER_A}"):
         answer = await query.get(path, headers=a)
@@ -441,6 +448,17 @@ def test_access_log_lines_never_carry_a_ticket() -> None:
     assert redact_query(record)
     assert "s3cr3t" not in record.getMessage()
     assert "ticket=%5Bredacted%5D&userId=1" in record.getMessage()
+    elsewhere = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/api/orders?ticket=s3cr3t", "1.1", 401),
+        None,
+    )
+    assert redact_query(elsewhere)
+    assert "s3cr3t" not in elsewhere.getMessage()
 
 
 async def test_a_cached_token_is_never_used_past_its_exp(

@@ -47,7 +47,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import jwt
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
@@ -312,7 +312,7 @@ class Verifier:
         except jwt.InvalidTokenError:
             raise AuthError("The token is malformed") from None
         alg = header.get("alg")
-        if alg not in self.algorithms:
+        if not isinstance(alg, str) or alg not in self.algorithms:
             raise AuthError(f"The token's algorithm is not accepted (use one of {sorted(self.algorithms)})")
         kid = header.get("kid")
         if not isinstance(kid, str):
@@ -378,6 +378,8 @@ class Verifier:
                 if not self._keys:
                     raise
                 log.warning("cannot refresh the provider's keys (using the ones held): %s", exc)
+        if not self._keys:  # never read (the provider was down, the refetch waits its turn)
+            raise ProviderUnavailable("no signing keys of the provider are held yet")
         return self._keys.get(kid)
 
     async def _shared_refetch(self) -> None:
@@ -406,7 +408,7 @@ class Verifier:
             response = await self.client.get(self._jwks_uri, timeout=timeout)
             response.raise_for_status()
             keys = jwt.PyJWKSet.from_dict(response.json())
-        except (httpx.HTTPError, ValueError, KeyError, jwt.PyJWKSetError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError, jwt.PyJWKSetError) as exc:
             raise ProviderUnavailable(f"{type(exc).__name__}: {exc}") from None
         self._keys = {
             key.key_id: key
@@ -478,9 +480,22 @@ class Auth:
         now = time.time()
         window = int(now // s.rate_limit_window_s)
         key = self._keys.rate_limit(_digest(principal.idempotency_owner), window)
-        count = int(await self._redis.command("INCR", key))
-        if count == 1:  # the window's key is named by its number: the expiry only cleans up
-            await self._redis.command("EXPIRE", key, s.rate_limit_window_s * 2)
+        # One round trip: the count, and the expiry (NX: set once) that only cleans up, as the
+        # window's key is named by its number; sent with every count so no key outlives it.
+        counting = asyncio.gather(
+            self._redis.command("INCR", key),
+            self._redis.command("EXPIRE", key, s.rate_limit_window_s * 2, "NX"),
+        )
+        try:
+            count = int((await counting)[0])
+        except RedisError as exc:
+            from .http import redis_error_text, redis_refusal  # http imports the fast path
+
+            if redis_refusal(exc) not in ("OOM", "READONLY"):
+                raise
+            # A full or read-only Redis still serves reads: the limit is not counted meanwhile.
+            log.warning("rate limit not counted, redis refuses writes: %s", redis_error_text(exc))
+            return None
         if count <= allowed:
             return None
         return Limited(max(1, int((window + 1) * s.rate_limit_window_s - now + 0.999)))
@@ -528,7 +543,12 @@ def _query_value(scope: Scope, name: str) -> str | None:
 def get_principal(request: Request) -> Principal:
     """The request's principal (a dependency: `PrincipalDep` in each service's deps.py)."""
     principal = request.scope.get("state", {}).get("principal")
-    return principal if isinstance(principal, Principal) else ANONYMOUS
+    if isinstance(principal, Principal):
+        return principal
+    auth = getattr(request.app.state, "auth", None)
+    if auth is not None and auth.enabled:  # a route the middleware let through as public
+        raise HTTPException(401, "A bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    return ANONYMOUS
 
 
 class AuthMiddleware:
@@ -672,13 +692,13 @@ _AUDIENCE_JS = """"use strict";
 
 
 def redact_query(record: logging.LogRecord) -> bool:
-    """A logging filter: the query string of a live route's URL (it may carry a stream
-    ticket) is replaced by `[redacted]` in uvicorn's access log lines."""
+    """A logging filter: a stream ticket in a URL's query string (the live routes take one;
+    one sent anywhere else is not used up) is replaced by `[redacted]` in uvicorn's access
+    log lines."""
     args = record.args
     if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
         path, _, query = args[2].partition("?")
-        if _is_stream(path):
-            params: Iterable[tuple[str, str]] = parse_qsl(query, keep_blank_values=True)
-            safe = urlencode([(k, "[redacted]" if k == "ticket" else v) for k, v in params])
-            record.args = (*args[:2], f"{path}?{safe}", *args[3:])
+        params: Iterable[tuple[str, str]] = parse_qsl(query, keep_blank_values=True)
+        safe = urlencode([(k, "[redacted]" if k == "ticket" else v) for k, v in params])
+        record.args = (*args[:2], f"{path}?{safe}", *args[3:])
     return True

@@ -139,9 +139,8 @@ async def order_events(
 ) -> Response:
     """Starts with the order as it is now (unless resuming with `Last-Event-ID`), then each
     transition as it happens; ends after a final status. An order not known yet (the api
-    answers before the processor records it) is waited for. Another user's order is 404
-    to a customer; an order not known yet is waited for with only the customer's own
-    transitions let through."""
+    answers before the processor records it) is waited for by staff and service clients;
+    to a customer, another user's order and an unknown one are both 404."""
     order_id = parse_order_id(raw_id)
     after = _resume_from(last_event_id, last_event_id_query)
 
@@ -156,7 +155,12 @@ async def order_events(
         stream.close()
         raise
     order = snapshot.order
-    if order is not None and not principal.may_read(order.user_id):
+    # A customer gets 404 for another user's order and for one not recorded yet alike, so
+    # that the answer never confirms that someone else's order exists. Their own order is
+    # recorded before the api's 202 (only a failed write-through makes them retry).
+    if (order is None and not principal.reads_all) or (
+        order is not None and not principal.may_read(order.user_id)
+    ):
         stream.close()
         raise HTTPException(404, f"Order {order_id} not found")
     if after is None:
