@@ -13,6 +13,7 @@ from aiokafka import ConsumerRecord
 __all__ = [
     "DLQ_HEADERS",
     "OFFSET",
+    "ORIGIN",
     "PARTITION",
     "REASON",
     "REPLAY_COUNT",
@@ -29,6 +30,10 @@ PARTITION = "dlq.partition"
 OFFSET = "dlq.offset"
 TIME = "dlq.time"
 """The original record's timestamp (ms since the epoch)."""
+ORIGIN = "dlq.origin"
+"""Where the record was first dead-lettered from (`topic[partition]@offset`): stamped once and
+kept through every redrive, it names the chain of dead letters one record makes, so that a
+redrive sends only each chain's newest letter."""
 REPLAY_COUNT = "dlq.replay-count"
 """How many times the record was redriven to `orders`; past the limit it goes to quarantine."""
 DLQ_HEADERS = (REASON, TOPIC, PARTITION, OFFSET, TIME)
@@ -49,6 +54,8 @@ def header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:
 def dead_letter_headers(record: "ConsumerRecord[bytes, bytes]", reason: str) -> list[tuple[str, bytes]]:
     """The record's own headers (an earlier dead-lettering's taken off) and where it came from."""
     own: Sequence[tuple[str, bytes]] = [(k, v) for k, v in record.headers if k not in DLQ_HEADERS]
+    if header(own, ORIGIN) is None:
+        own = [*own, (ORIGIN, f"{record.topic}[{record.partition}]@{record.offset}".encode())]
     return [
         (REASON, reason.encode()),
         (TOPIC, record.topic.encode()),
