@@ -2,11 +2,11 @@
 them (dry run first) with a replay count, and quarantine past the limit."""
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from orders_common.kafka import ensure_topics
-from orders_processor.deadletter import OFFSET, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC
-from orders_processor.dlq import Filters, read_dead_letters, redrive, run
+from orders_processor.deadletter import OFFSET, ORIGIN, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC
+from orders_processor.dlq import DeadLetter, Filters, newest_of_chains, read_dead_letters, redrive, run
 from orders_processor.settings import Settings
 from orders_stack.ledger import read_records
 
@@ -90,3 +90,33 @@ async def test_redrive_stamps_a_replay_count_and_quarantines_past_the_limit(sett
     assert held.value == b"value-2"
     assert dict(held.headers)[REPLAY_COUNT] == b"3"
     assert dict(held.headers)[REASON] == b"invalid event: z"
+
+
+async def test_a_second_redrive_adds_no_copy_to_the_quarantine(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run(["redrive"], settings) == 0
+    assert await run(["redrive"], settings) == 0
+    assert "1 of 3 matching dead letters left out" in capsys.readouterr().out
+    held = await read_dead_letters(settings, topic=settings.kafka_quarantine_topic)
+    assert [d.order_id for d in held] == ["order-2"]
+
+
+def _letter(offset: int, replays: int, origin: str | None) -> DeadLetter:
+    headers = [(REPLAY_COUNT, str(replays).encode())] + ([(ORIGIN, origin.encode())] if origin else [])
+    return DeadLetter(
+        ConsumerRecord(
+            "orders.dlq", 0, offset, 1_700_000_000_000 + offset, 0, b"order", b"v", None, 5, 1, headers
+        )
+    )
+
+
+def test_a_redrive_sends_only_the_newest_letter_of_each_chain() -> None:
+    first = _letter(0, 0, None)  # written before dlq.origin: its own origin names the chain
+    again = _letter(1, 1, first.origin)  # the same record, failed again after a redrive
+    other = _letter(2, 0, "orders[1]@7")
+    held = _letter(0, 3, "orders[1]@7")  # that chain went to quarantine
+    every = [first, again, other]
+    assert newest_of_chains(every, every, []) == [again, other]
+    assert newest_of_chains(every, every, [held]) == [again]
+    assert newest_of_chains([first], every, []) == []

@@ -15,6 +15,7 @@ from orders_common.events import CONTENT_TYPE_HEADER
 __all__ = [
     "DLQ_HEADERS",
     "OFFSET",
+    "ORIGIN",
     "PARTITION",
     "REASON",
     "REPLAY_COUNT",
@@ -31,6 +32,10 @@ PARTITION = "dlq.partition"
 OFFSET = "dlq.offset"
 TIME = "dlq.time"
 """The original record's timestamp (ms since the epoch)."""
+ORIGIN = "dlq.origin"
+"""Where the record was first dead-lettered from (`topic[partition]@offset`): stamped once and
+kept through every redrive, it names the chain of dead letters one record makes, so that a
+redrive sends only each chain's newest letter."""
 REPLAY_COUNT = "dlq.replay-count"
 """How many times the record was redriven to `orders`; past the limit it goes to quarantine."""
 DLQ_HEADERS = (REASON, TOPIC, PARTITION, OFFSET, TIME)
@@ -54,6 +59,8 @@ def dead_letter_headers(record: "ConsumerRecord[bytes, bytes]", reason: str) -> 
     own: Sequence[tuple[str, bytes]] = [
         (k, v) for k, v in record.headers if k not in DLQ_HEADERS and k != CONTENT_TYPE_HEADER[0]
     ]
+    if header(own, ORIGIN) is None:
+        own = [*own, (ORIGIN, f"{record.topic}[{record.partition}]@{record.offset}".encode())]
     return [
         (REASON, reason.encode()),
         (TOPIC, record.topic.encode()),

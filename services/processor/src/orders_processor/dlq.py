@@ -12,6 +12,11 @@ orders topic, with the replay count (`dlq.replay-count`) one higher. A record al
 `DLQ_MAX_REPLAYS` times goes to the quarantine topic instead, so a record that can never be
 processed does not loop. Redriving the same dead letters again changes nothing in the read
 model: each transition is applied once (the processor replays idempotently).
+
+A record that fails again after a redrive comes back as a new dead letter of the same chain
+(the `dlq.origin` header): `redrive` sends only each chain's newest letter and none of a chain
+already in quarantine, so running it again neither multiplies records nor fills the quarantine
+with copies (`--again`: send every matching letter all the same).
 """
 
 import argparse
@@ -26,10 +31,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from orders_common.kafka import ensure_topics, new_producer, stop_bounded
 
-from .deadletter import DLQ_HEADERS, OFFSET, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC, header
+from .deadletter import DLQ_HEADERS, OFFSET, ORIGIN, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC, header
 from .settings import Settings, get_settings
 
-__all__ = ["DeadLetter", "Filters", "main", "read_dead_letters", "redrive"]
+__all__ = ["DeadLetter", "Filters", "main", "newest_of_chains", "read_dead_letters", "redrive"]
 
 Record = ConsumerRecord[bytes, bytes]
 
@@ -55,6 +60,12 @@ class DeadLetter:
     def origin(self) -> str:
         h = self.record.headers
         return f"{header(h, TOPIC)}[{header(h, PARTITION)}]@{header(h, OFFSET)}"
+
+    @property
+    def chain(self) -> str:
+        """The chain of dead letters this one belongs to: where its record was first
+        dead-lettered from (its own origin for a letter written before `dlq.origin`)."""
+        return header(self.record.headers, ORIGIN) or self.origin
 
     @property
     def time_ms(self) -> int:
@@ -92,8 +103,12 @@ class Filters:
         )
 
 
-async def read_dead_letters(settings: Settings, filters: Filters = Filters()) -> list[DeadLetter]:
-    """Every dead letter now in the topic (up to its end when asked) that `filters` match."""
+async def read_dead_letters(
+    settings: Settings, filters: Filters = Filters(), topic: str | None = None
+) -> list[DeadLetter]:
+    """Every dead letter now in the dead-letter topic (or `topic`: the quarantine), up to its
+    end when asked, that `filters` match."""
+    topic = topic or settings.kafka_dlq_topic
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
@@ -101,8 +116,8 @@ async def read_dead_letters(settings: Settings, filters: Filters = Filters()) ->
     )
     try:
         await consumer.start()
-        partitions = await _partitions(settings)
-        tps = [TopicPartition(settings.kafka_dlq_topic, p) for p in sorted(partitions)]
+        partitions = await _partitions(settings, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not tps:
             return []
         consumer.assign(tps)
@@ -120,15 +135,39 @@ async def read_dead_letters(settings: Settings, filters: Filters = Filters()) ->
         await stop_bounded(consumer, "dead-letter reader stop")
 
 
-async def _partitions(settings: Settings) -> list[int]:
-    """The dead-letter topic's partitions ([] when it does not exist yet)."""
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    """The topic's partitions ([] when it does not exist yet)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([settings.kafka_dlq_topic])
+        (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
     return sorted(p["partition"] for p in described.get("partitions") or [])
+
+
+def newest_of_chains(
+    letters: Sequence[DeadLetter], every: Sequence[DeadLetter], quarantined: Sequence[DeadLetter]
+) -> list[DeadLetter]:
+    """The `letters` a redrive sends: each the newest of its chain among `every` dead letter
+    (the most replays, then the latest), and of no chain already in `quarantined`."""
+    newest: dict[str, DeadLetter] = {}
+    for letter in every:
+        held = newest.get(letter.chain)
+        key = (letter.replays, letter.record.timestamp, letter.record.partition, letter.record.offset)
+        if held is None or key > (
+            held.replays,
+            held.record.timestamp,
+            held.record.partition,
+            held.record.offset,
+        ):
+            newest[letter.chain] = letter
+    done = {letter.chain for letter in quarantined}
+    return [
+        letter
+        for letter in letters
+        if letter.chain in newest and newest[letter.chain].at == letter.at and letter.chain not in done
+    ]
 
 
 @dataclass(frozen=True)
@@ -197,6 +236,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="redrive: say what would be sent, send nothing"
     )
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="redrive every matching letter, also those a newer letter of their chain or the "
+        "quarantine supersedes",
+    )
     return parser
 
 
@@ -210,6 +255,16 @@ async def run(argv: Sequence[str] | None = None, settings: Settings | None = Non
             print(letter.line())
         print(f"{len(letters)} dead letters in {settings.kafka_dlq_topic}")
         return 0
+    if not args.again:
+        every = await read_dead_letters(settings)
+        quarantined = await read_dead_letters(settings, topic=settings.kafka_quarantine_topic)
+        chosen = newest_of_chains(letters, every, quarantined)
+        if len(chosen) < len(letters):
+            print(
+                f"{len(letters) - len(chosen)} of {len(letters)} matching dead letters left out: "
+                "a newer letter of their chain, or the quarantine, has them (--again sends them too)"
+            )
+        letters = chosen
     done = await redrive(settings, letters, dry_run=args.dry_run)
     for item in done:
         verb = "would send" if args.dry_run else "sent"
