@@ -56,8 +56,10 @@ async def run(settings: Settings) -> None:
         await worker.run(stopping)
     finally:
         stopping.set()
-        if relay_task is not None:
-            await relay_task
+        if relay_task is not None:  # its failure is logged, never hides the worker's own
+            (outcome,) = await asyncio.gather(relay_task, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.error("relay stopped with %r", outcome)
         health.should_exit = True
         await health_task
         await store.redis.aclose()

@@ -116,30 +116,45 @@ class Relay:
                 log.warning("relay: %r; starting again in %.1fs", exc, backoff)
                 await _wait(stopping, backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception:  # a bug must not end status events for good: logged, retried
+                log.exception("relay: unexpected failure; starting again in %.1fs", backoff)
+                await _wait(stopping, backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _lead(self, lease: Lock, stopping: asyncio.Event) -> None:
+        """Publish while the lease is renewed: the renewal runs beside the publishing the whole
+        time (a slow start included), and losing the lease stops the publishing (its open
+        transaction is never committed)."""
         s = self._settings
         producer = new_producer(
             s, transactional_id=transactional_id(s), transaction_timeout_ms=int(_TRANSACTION_TIMEOUT_S * 1000)
         )
+        publishing = asyncio.create_task(self._publish(producer, stopping))
+        renewing = asyncio.create_task(_renew(lease))
         try:
-            # Starting initialises the transactional id: a zombie with the same id is fenced
-            # and its open transaction aborted, so the position read next is final.
-            await asyncio.wait_for(producer.start(), _TRANSACTION_TIMEOUT_S)
-            await ensure_topics(s)
-            position = await last_published(s)
-            log.info("relay: going on after stream position %s", position)
-            renewed = time.monotonic()
-            while not stopping.is_set():
-                if time.monotonic() - renewed > LEASE_S / 3:
-                    await lease.reacquire()  # LockNotOwnedError when it was lost
-                    renewed = time.monotonic()
-                async with asyncio.timeout(_TRANSACTION_TIMEOUT_S):
-                    position, more = await self._publish_next(producer, position)
-                if not more:
-                    await _wait(stopping, _IDLE_S)
+            await asyncio.wait({publishing, renewing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for task in (publishing, renewing):
+                task.cancel()
+            outcomes = await asyncio.gather(publishing, renewing, return_exceptions=True)
             await stop_bounded(producer, "relay producer stop")
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+
+    async def _publish(self, producer: AIOKafkaProducer, stopping: asyncio.Event) -> None:
+        s = self._settings
+        # Starting initialises the transactional id: a zombie with the same id is fenced and
+        # its open transaction aborted, so the position read next is final.
+        await asyncio.wait_for(producer.start(), _TRANSACTION_TIMEOUT_S)
+        await ensure_topics(s)
+        position = await last_published(s)
+        log.info("relay: going on after stream position %s", position)
+        while not stopping.is_set():
+            async with asyncio.timeout(_TRANSACTION_TIMEOUT_S):
+                position, more = await self._publish_next(producer, position)
+            if not more:
+                await _wait(stopping, _IDLE_S)
 
     async def _publish_next(self, producer: AIOKafkaProducer, position: str) -> tuple[str, bool]:
         """Publish the durable entries after `position` (one transaction); the new position and
@@ -211,11 +226,25 @@ class Relay:
         return None
 
 
+async def _renew(lease: Lock) -> None:
+    """Renew `lease` every third of its time; raises once it is lost (LockNotOwnedError) or
+    cannot be renewed."""
+    while True:
+        await asyncio.sleep(LEASE_S / 3)
+        await lease.reacquire()
+
+
 def _event(update: Update) -> bytes | None:
+    """The status event of `update`; None (skipped, counted) for an entry without a readable
+    order: one bad entry must not stop every event after it."""
     if not update.order_text:
         log.warning("relay: update %s carries no order (skipped)", update.position)
         return None
-    order = Order.model_validate(orjson.loads(update.order_text))
+    try:
+        order = Order.model_validate(orjson.loads(update.order_text))
+    except ValueError as exc:  # not JSON, or not an order (pydantic's ValidationError is one)
+        log.error("relay: update %s carries an unreadable order (skipped): %s", update.position, exc)
+        return None
     return encode_status_changed(order, update.at or order.created_at)
 
 
