@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,14 @@ def load_compose() -> dict[str, Any]:
     loader = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
     if not loader or not Path(loader).exists():
         pytest.fail("the compose-spec loader is missing: run `make tools`")
-    result = subprocess.run(
-        [loader, "-format", "json", str(COMPOSE)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
+    # The loader reads no environment: the secrets compose requires are written into a copy
+    # beside the file (so that its relative paths resolve the same).
+    with tempfile.NamedTemporaryFile("w", dir=ROOT, prefix=".compose-check-", suffix=".yml") as copy:
+        copy.write(with_secrets(COMPOSE.read_text()))
+        copy.flush()
+        result = subprocess.run(
+            [loader, "-format", "json", copy.name], capture_output=True, text=True, cwd=ROOT, check=False
+        )
     assert result.returncode == 0, f"compose file does not load: {result.stderr}"
     model: dict[str, Any] = json.loads(result.stdout)
     return model
@@ -59,14 +61,37 @@ def compose() -> dict[str, Any]:
     return load_compose()
 
 
+COMPOSE_SECRETS = {
+    "HYDRA_SECRETS_SYSTEM": "a-test-system-secret-of-32-characters",
+    "HYDRA_SERVICE_SECRET": "a-test-service-secret",
+    "HYDRA_WEB_SECRET": "a-test-web-secret",
+}
+"""The secrets compose requires (they have no default)."""
+
+
+def with_secrets(text: str) -> str:
+    """The compose file with its required secrets given, as `docker compose` would take them
+    from the environment."""
+    return re.sub(r"\$\{(HYDRA_[A-Z_]+):\?[^}]*\}", lambda m: COMPOSE_SECRETS[m.group(1)], text)
+
+
+def test_compose_refuses_to_start_without_the_providers_secrets() -> None:
+    loader = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
+    assert loader
+    result = subprocess.run([loader, str(COMPOSE)], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode != 0
+    assert "HYDRA_SECRETS_SYSTEM" in result.stderr
+
+
 def test_the_compose_loader_rejects_a_broken_file(tmp_path: Path) -> None:
     """The check can fail: an unknown key breaks the schema."""
     loader = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
     assert loader
     broken = tmp_path / "docker-compose.yml"
-    broken.write_text(COMPOSE.read_text().replace("    healthcheck:\n", "    healthchek:\n", 1))
+    broken.write_text(with_secrets(COMPOSE.read_text()).replace("    healthcheck:\n", "    healthchek:\n", 1))
     result = subprocess.run([loader, str(broken)], capture_output=True, text=True, check=False)
     assert result.returncode != 0
+    assert "healthchek" in result.stderr
 
 
 def test_every_service_is_built_from_the_one_dockerfile(compose: dict[str, Any]) -> None:

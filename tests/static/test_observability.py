@@ -49,13 +49,15 @@ def exported_names() -> set[str]:
     from orders_api.app import create_app as api_app
     from orders_common.store import OrderStore
     from orders_processor.health import create_health_app
+    from orders_processor.relay import Relay
     from orders_processor.settings import Settings as ProcessorSettings
     from orders_processor.worker import Worker
     from orders_query.app import create_app as query_app
 
     processor_settings = ProcessorSettings()
-    worker = Worker(processor_settings, OrderStore.connect(processor_settings))
-    apps = [api_app(), query_app(), create_health_app(worker)]
+    store = OrderStore.connect(processor_settings)
+    worker = Worker(processor_settings, store)
+    apps = [api_app(), query_app(), create_health_app(worker, relay=Relay(processor_settings, store))]
     names: set[str] = set()
     for app in apps:
         families = [metric.name for metric in app.state.metrics.registry.collect()]

@@ -216,15 +216,17 @@ class StatusEventError(ValueError):
 _STATUS_EVENT = TypeAdapter(OrderStatusChangedEvent)
 
 
-def encode_status_changed(order: Order, at: str) -> bytes:
-    """The `orders.status` value for `order` as it is right after its transition at `at`."""
+def encode_status_changed(order: Order, at: str, trace: str | None = None) -> bytes:
+    """The `orders.status` value for `order` as it is right after its transition at `at`;
+    `trace`: the W3C traceparent of the span that made the transition, if traced."""
     event = OrderStatusChangedEvent(
         id=f"{order.order_id}:{order.version}",
         time=at,
         subject=order.order_id,
         data=order,
+        traceparent=trace or None,
     )
-    return event.model_dump_json().encode()
+    return event.model_dump_json(exclude_none=True).encode()
 
 
 def decode_status_event(raw: bytes | None) -> OrderStatusChangedEvent:

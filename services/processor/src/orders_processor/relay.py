@@ -245,7 +245,7 @@ def _event(update: Update) -> bytes | None:
     except ValueError as exc:  # not JSON, or not an order (pydantic's ValidationError is one)
         log.error("relay: update %s carries an unreadable order (skipped): %s", update.position, exc)
         return None
-    return encode_status_changed(order, update.at or order.created_at)
+    return encode_status_changed(order, update.at or order.created_at, update.trace)
 
 
 async def _wait(stopping: asyncio.Event, seconds: float) -> None:

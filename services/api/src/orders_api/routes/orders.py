@@ -202,7 +202,8 @@ async def cancel_order(
             raise HTTPException(404, f"Order {oid} not found")
         if not principal.may_cancel(owner.user_id):
             raise HTTPException(403, "Only staff or the order's user may cancel it")
-    result = await store.transition(oid, OrderStatus.CANCELLED)
+    tracing.tag_order(oid)
+    result = await store.transition(oid, OrderStatus.CANCELLED, trace=tracing.traceparent())
     if result.status is None:
         raise HTTPException(404, f"Order {oid} not found")
     if result.status is not OrderStatus.CANCELLED:
