@@ -46,9 +46,11 @@ def test_the_check_can_fail(validator: Any) -> None:
 
 
 def test_every_topic_and_every_event_model_is_in_it() -> None:
-    settings = KafkaSettings(kafka_orders_topic="o", kafka_status_topic="s", kafka_dlq_topic="d")
+    settings = KafkaSettings(
+        kafka_orders_topic="o", kafka_status_topic="s", kafka_dlq_topic="d", kafka_quarantine_topic="q"
+    )
     document = asyncapi_document(settings)
-    assert {channel["address"] for channel in document["channels"].values()} == {"o", "s", "d"}
+    assert {channel["address"] for channel in document["channels"].values()} == {"o", "s", "d", "q"}
     payloads = {m["payload"].get("$ref") for m in document["components"]["messages"].values()}
     for model in EVENT_MODELS:
         assert f"#/components/schemas/{model.__name__}" in payloads

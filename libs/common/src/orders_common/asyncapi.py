@@ -36,6 +36,11 @@ def _headers(**extra: dict[str, Any]) -> dict[str, Any]:
                 "const": CONTENT_TYPE,
                 "description": "CloudEvents Kafka binding, structured mode: the value is the whole event.",
             },
+            "traceparent": {
+                "type": "string",
+                "description": "W3C trace context of the span that produced the record (when traced).",
+            },
+            "tracestate": {"type": "string", "description": "W3C trace state, with `traceparent`."},
             **extra,
         },
         "required": ["content-type"],
@@ -97,6 +102,16 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
             "dlq.topic": {"type": "string", "description": "The topic it was read from."},
             "dlq.partition": {"type": "string", "description": "Its partition there (decimal)."},
             "dlq.offset": {"type": "string", "description": "Its offset there (decimal)."},
+            "dlq.time": {"type": "string", "description": "The original record's time (ms since the epoch)."},
+            "dlq.origin": {
+                "type": "string",
+                "description": "Where the record was first dead-lettered from (`topic[partition]@offset`): "
+                "the chain its later dead letters belong to.",
+            },
+            "dlq.replay-count": {
+                "type": "string",
+                "description": "How many times it was redriven (`make dlq`), absent before the first.",
+            },
         }
     )
     status = _headers(
@@ -138,6 +153,13 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
                 ["DeadLetter"],
                 settings,
             ),
+            "quarantine": _channel(
+                settings.kafka_quarantine_topic,
+                "Dead letters redriven more than `DLQ_MAX_REPLAYS` times: kept with their "
+                "dead-letter headers, never redriven again.",
+                ["DeadLetter"],
+                settings,
+            ),
         },
         "operations": {
             "placeOrders": _operation(
@@ -154,6 +176,12 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
             ),
             "deadLetter": _operation(
                 "send", "deadLetters", ["DeadLetter"], "The processor sets aside what it cannot process."
+            ),
+            "readDeadLetters": _operation(
+                "receive", "deadLetters", ["DeadLetter"], "`make dlq` lists, filters and redrives them."
+            ),
+            "quarantine": _operation(
+                "send", "quarantine", ["DeadLetter"], "`make dlq` sets aside what was redriven too often."
             ),
         },
         "components": {
