@@ -38,7 +38,8 @@ def _headers(**extra: dict[str, Any]) -> dict[str, Any]:
             },
             "traceparent": {
                 "type": "string",
-                "description": "W3C trace context of the span that produced the record (when traced).",
+                "description": "W3C trace context (when traced): of the span that published the record; "
+                "on a status record, of the span that made the transition.",
             },
             "tracestate": {"type": "string", "description": "W3C trace state, with `traceparent`."},
             **extra,
@@ -95,7 +96,18 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
     _, definitions = models_json_schema(
         [(model, "serialization") for model in EVENT_MODELS], ref_template=_REF
     )
-    cloudevent = _headers()
+    redriven = {  # on a dead letter, and on an orders record `make dlq` redrove
+        "dlq.origin": {
+            "type": "string",
+            "description": "Where the record was first dead-lettered from (`topic[partition]@offset`): "
+            "the chain its later dead letters belong to.",
+        },
+        "dlq.replay-count": {
+            "type": "string",
+            "description": "How many times it was redriven (`make dlq`), absent before the first.",
+        },
+    }
+    cloudevent = _headers(**redriven)
     dead = _headers(
         **{
             "dlq.reason": {"type": "string", "description": "Why the record can never be processed."},
@@ -103,15 +115,7 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
             "dlq.partition": {"type": "string", "description": "Its partition there (decimal)."},
             "dlq.offset": {"type": "string", "description": "Its offset there (decimal)."},
             "dlq.time": {"type": "string", "description": "The original record's time (ms since the epoch)."},
-            "dlq.origin": {
-                "type": "string",
-                "description": "Where the record was first dead-lettered from (`topic[partition]@offset`): "
-                "the chain its later dead letters belong to.",
-            },
-            "dlq.replay-count": {
-                "type": "string",
-                "description": "How many times it was redriven (`make dlq`), absent before the first.",
-            },
+            **redriven,
         }
     )
     status = _headers(

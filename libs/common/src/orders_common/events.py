@@ -226,7 +226,8 @@ def encode_status_changed(order: Order, at: str, trace: str | None = None) -> by
         data=order,
         traceparent=trace or None,
     )
-    return event.model_dump_json(exclude_none=True).encode()
+    # The absent trace attributes are left out; `data` keeps its nulls (processedAt: null ...).
+    return event.model_dump_json(exclude={"tracestate"} if trace else {"traceparent", "tracestate"}).encode()
 
 
 def decode_status_event(raw: bytes | None) -> OrderStatusChangedEvent:

@@ -207,6 +207,8 @@ async def redrive(settings: Settings, letters: Sequence[DeadLetter], dry_run: bo
                 else []
             )
             headers = [*kept, *own, (REPLAY_COUNT, str(item.replays).encode())]
+            if header(record.headers, ORIGIN) is None:  # a letter from before dlq.origin: one chain
+                headers.append((ORIGIN, item.letter.chain.encode()))
             deliveries.append(await producer.send(item.topic, record.value, key=record.key, headers=headers))
         await asyncio.gather(*deliveries)
     finally:

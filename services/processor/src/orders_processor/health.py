@@ -104,7 +104,9 @@ class RelayCollector(Collector):
             value=m.gaps,
         )
         yield CounterMetricFamily(
-            "processor_relay_skipped", "Stream entries without the order (not published).", value=m.skipped
+            "processor_relay_skipped",
+            "Stream entries without a readable order (not published).",
+            value=m.skipped,
         )
         yield GaugeMetricFamily("processor_relay_leader", "1 while this process holds the lease.", m.leader)
         yield GaugeMetricFamily(

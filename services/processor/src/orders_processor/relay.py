@@ -72,7 +72,7 @@ class RelayMetrics:
     gaps: int = 0
     """Times the relay found entries trimmed from the stream before it published them."""
     skipped: int = 0
-    """Entries without the order (written before the stream carried it): not publishable."""
+    """Entries without a readable order (written before the stream carried it): not publishable."""
     leader: bool = False
     stalled: bool = False
     """The stream is behind the published position: nothing is published."""
@@ -136,8 +136,10 @@ class Relay:
         finally:
             for task in (publishing, renewing):
                 task.cancel()
-            outcomes = await asyncio.gather(publishing, renewing, return_exceptions=True)
-            await stop_bounded(producer, "relay producer stop")
+            try:
+                outcomes = await asyncio.gather(publishing, renewing, return_exceptions=True)
+            finally:
+                await stop_bounded(producer, "relay producer stop")
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome

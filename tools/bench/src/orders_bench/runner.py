@@ -551,7 +551,7 @@ class Bench:
             + len(plan.rates)
             + 2
             + 2
-            + (3 + len(plan.rates_200) if managed else 0)
+            + (4 + len(plan.rates_200) if managed else 0)
         )
         steps = _Steps(progress, total)
         self.ceilings(steps)
@@ -560,8 +560,8 @@ class Bench:
         self.reads(steps)
         self.ingest(steps)
         if managed:
-            self.tracing(steps)
-            self.auth(steps)
+            self.auth(steps)  # before tracing, which leaves the api and processor traced for
+            self.tracing(steps)  # the next phase's restart to undo
             ids = self.restart_with_delay(200, steps)
             self.tutorial(steps)
             self.drain(ids, steps)
