@@ -58,6 +58,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .batching import ScriptBatcher
+from .http import envelope, redis_error_text, redis_refusal, unavailable
 from .keys import Keys
 from .models import MAX_USER_ID
 
@@ -489,8 +490,6 @@ class Auth:
         try:
             count = int((await counting)[0])
         except RedisError as exc:
-            from .http import redis_error_text, redis_refusal  # http imports the fast path
-
             if redis_refusal(exc) not in ("OOM", "READONLY"):
                 raise
             # A full or read-only Redis still serves reads: the limit is not counted meanwhile.
@@ -563,8 +562,6 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        from .http import envelope, redis_error_text, unavailable  # http imports the fast path
-
         auth: Auth = self.fastapi.state.auth
         try:
             principal = await auth.authenticate(scope)
