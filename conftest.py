@@ -6,11 +6,14 @@ other's data. Everything started here is stopped at the end of the session,
 also when tests fail (and, through PR_SET_PDEATHSIG, if pytest itself dies).
 """
 
+import importlib
 import os
+import pkgutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from redis.asyncio import Redis
 
@@ -18,6 +21,23 @@ from orders_common.keys import Keys
 from orders_common.models import Order, OrderCreate
 from orders_common.store import OrderStore
 from orders_stack import Infra
+
+
+def _import_anyio_now() -> None:
+    """Import all of anyio here, in the main thread, before any test serves an app from a thread.
+
+    anyio imports its modules lazily (on first use, e.g. `anyio.open_file` when Starlette sends a
+    file), and pytest rewrites the modules of every package that ships a pytest plugin, anyio's
+    among them: such an import in a server thread then parses source while the main thread may
+    be parsing too, which CPython 3.11 does not survive ("SystemError: AST constructor recursion
+    depth mismatch"; python/cpython#106905). Outside pytest nothing is rewritten."""
+    for module in pkgutil.walk_packages(anyio.__path__, "anyio."):
+        if module.name.startswith(("anyio._backends._trio", "anyio.pytest_plugin")):
+            continue  # trio is not installed; the plugin is pytest's to load
+        importlib.import_module(module.name)
+
+
+_import_anyio_now()
 
 
 @pytest.fixture(scope="session")
