@@ -96,6 +96,84 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
     _, definitions = models_json_schema(
         [(model, "serialization") for model in EVENT_MODELS], ref_template=_REF
     )
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Order tracking events",
+            "version": "1.0.0",
+            "description": "The Kafka topics of the order tracking services. Every record is a "
+            "CloudEvents 1.0 JSON event in the Kafka binding's structured mode; `dataschema` "
+            "names the version of its `data`.",
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "channels": _channels(settings),
+        "operations": _operations(),
+        "components": {"schemas": definitions["$defs"], "messages": _messages()},
+    }
+
+
+def _channels(settings: KafkaSettings) -> dict[str, Any]:
+    """Every topic we produce or consume, by the name the operations use."""
+    return {
+        "orders": _channel(
+            settings.kafka_orders_topic,
+            "Orders the api accepted, and its cancellations; key: the order id.",
+            ["OrderPlaced", "OrderCancelled"],
+            settings,
+        ),
+        "orderStatus": _channel(
+            settings.kafka_status_topic,
+            "One event per status transition, with the order after it, exactly once and in "
+            "order per order for read_committed consumers; key: the order id.",
+            ["OrderStatusChanged"],
+            settings,
+        ),
+        "deadLetters": _channel(
+            settings.kafka_dlq_topic,
+            "Records of the orders topic that can never be processed: the original key, "
+            "value and headers, and the reason in headers.",
+            ["DeadLetter"],
+            settings,
+        ),
+        "quarantine": _channel(
+            settings.kafka_quarantine_topic,
+            "Dead letters redriven more than `DLQ_MAX_REPLAYS` times: kept with their "
+            "dead-letter headers, never redriven again.",
+            ["DeadLetter"],
+            settings,
+        ),
+    }
+
+
+def _operations() -> dict[str, Any]:
+    """Who sends and who receives on each channel."""
+    return {
+        "placeOrders": _operation(
+            "send", "orders", ["OrderPlaced", "OrderCancelled"], "The api publishes accepted orders."
+        ),
+        "processOrders": _operation(
+            "receive", "orders", ["OrderPlaced", "OrderCancelled"], "The processor drives each order."
+        ),
+        "publishStatus": _operation(
+            "send", "orderStatus", ["OrderStatusChanged"], "The processor's relay publishes transitions."
+        ),
+        "receiveStatus": _operation(
+            "receive", "orderStatus", ["OrderStatusChanged"], "Other services react to transitions."
+        ),
+        "deadLetter": _operation(
+            "send", "deadLetters", ["DeadLetter"], "The processor sets aside what it cannot process."
+        ),
+        "readDeadLetters": _operation(
+            "receive", "deadLetters", ["DeadLetter"], "`make dlq` lists, filters and redrives them."
+        ),
+        "quarantine": _operation(
+            "send", "quarantine", ["DeadLetter"], "`make dlq` sets aside what was redriven too often."
+        ),
+    }
+
+
+def _messages() -> dict[str, Any]:
+    """The messages, each with the Kafka headers it carries."""
     redriven = {  # on a dead letter, and on an orders record `make dlq` redrove
         "dlq.origin": {
             "type": "string",
@@ -127,85 +205,17 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
         }
     )
     return {
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": "Order tracking events",
-            "version": "1.0.0",
-            "description": "The Kafka topics of the order tracking services. Every record is a "
-            "CloudEvents 1.0 JSON event in the Kafka binding's structured mode; `dataschema` "
-            "names the version of its `data`.",
-        },
-        "defaultContentType": CONTENT_TYPE,
-        "channels": {
-            "orders": _channel(
-                settings.kafka_orders_topic,
-                "Orders the api accepted, and its cancellations; key: the order id.",
-                ["OrderPlaced", "OrderCancelled"],
-                settings,
-            ),
-            "orderStatus": _channel(
-                settings.kafka_status_topic,
-                "One event per status transition, with the order after it, exactly once and in "
-                "order per order for read_committed consumers; key: the order id.",
-                ["OrderStatusChanged"],
-                settings,
-            ),
-            "deadLetters": _channel(
-                settings.kafka_dlq_topic,
-                "Records of the orders topic that can never be processed: the original key, "
-                "value and headers, and the reason in headers.",
-                ["DeadLetter"],
-                settings,
-            ),
-            "quarantine": _channel(
-                settings.kafka_quarantine_topic,
-                "Dead letters redriven more than `DLQ_MAX_REPLAYS` times: kept with their "
-                "dead-letter headers, never redriven again.",
-                ["DeadLetter"],
-                settings,
-            ),
-        },
-        "operations": {
-            "placeOrders": _operation(
-                "send", "orders", ["OrderPlaced", "OrderCancelled"], "The api publishes accepted orders."
-            ),
-            "processOrders": _operation(
-                "receive", "orders", ["OrderPlaced", "OrderCancelled"], "The processor drives each order."
-            ),
-            "publishStatus": _operation(
-                "send", "orderStatus", ["OrderStatusChanged"], "The processor's relay publishes transitions."
-            ),
-            "receiveStatus": _operation(
-                "receive", "orderStatus", ["OrderStatusChanged"], "Other services react to transitions."
-            ),
-            "deadLetter": _operation(
-                "send", "deadLetters", ["DeadLetter"], "The processor sets aside what it cannot process."
-            ),
-            "readDeadLetters": _operation(
-                "receive", "deadLetters", ["DeadLetter"], "`make dlq` lists, filters and redrives them."
-            ),
-            "quarantine": _operation(
-                "send", "quarantine", ["DeadLetter"], "`make dlq` sets aside what was redriven too often."
-            ),
-        },
-        "components": {
-            "schemas": definitions["$defs"],
-            "messages": {
-                "OrderPlaced": _message(
-                    "order.placed", OrderPlacedEvent, "An order was accepted.", cloudevent
-                ),
-                "OrderCancelled": _message(
-                    "order.cancelled", OrderCancelledEvent, "A PLACED order was cancelled.", cloudevent
-                ),
-                "OrderStatusChanged": _message(
-                    "order.status.changed", OrderStatusChangedEvent, "An order changed status.", status
-                ),
-                "DeadLetter": {
-                    "name": "dead-letter",
-                    "summary": "A record of the orders topic, unchanged (it may not be JSON at all).",
-                    "headers": dead,
-                    "payload": {"description": "The original record's value, byte for byte."},
-                },
-            },
+        "OrderPlaced": _message("order.placed", OrderPlacedEvent, "An order was accepted.", cloudevent),
+        "OrderCancelled": _message(
+            "order.cancelled", OrderCancelledEvent, "A PLACED order was cancelled.", cloudevent
+        ),
+        "OrderStatusChanged": _message(
+            "order.status.changed", OrderStatusChangedEvent, "An order changed status.", status
+        ),
+        "DeadLetter": {
+            "name": "dead-letter",
+            "summary": "A record of the orders topic, unchanged (it may not be JSON at all).",
+            "headers": dead,
+            "payload": {"description": "The original record's value, byte for byte."},
         },
     }
