@@ -12,12 +12,12 @@ WORKDIR /src
 RUN case "${SERVICE}" in api|processor|query) ;; *) echo "--build-arg SERVICE=api|processor|query" >&2; exit 1 ;; esac \
  && case "${PORT}" in ''|*[!0-9]*) echo "--build-arg PORT=<the service's port>" >&2; exit 1 ;; esac
 COPY constraints.txt ./
-COPY libs/common libs/common
+COPY libs libs
 COPY services/${SERVICE} services/${SERVICE}
 # Same pins as local installs and CI: every version comes from constraints.txt. The service
-# names the extras of orders-common it needs; `orders-service` runs its entry point.
+# names the libs/ packages it needs (pip installs only those from the paths given); `orders-service` runs its entry point.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir ./libs/common "./services/${SERVICE}" \
+ && /opt/venv/bin/pip install --no-cache-dir ./libs/contract ./libs/runtime ./libs/readmodel ./libs/kafka ./libs/web "./services/${SERVICE}" \
  && ln -s "orders-${SERVICE}" /opt/venv/bin/orders-service
 
 FROM python:3.11-slim-bookworm

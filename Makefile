@@ -15,7 +15,7 @@ HYDRA := $(CACHE)/bin/hydra
 # The AsyncAPI specification's JSON Schema, from the @asyncapi/specs npm package (static tests).
 ASYNCAPI_SPECS_VERSION := 6.11.1
 ASYNCAPI_SPECS := $(CACHE)/asyncapi-specs
-PACKAGES := -e libs/common -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench -e examples/notifier
+PACKAGES := -e libs/contract -e libs/runtime -e libs/readmodel -e libs/kafka -e libs/web -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench -e examples/notifier
 CHROMIUM ?= /usr/bin/chromium
 
 # Debian's packages a goal needs, as command=package: each is installed only when its command is
@@ -47,7 +47,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: constraints.txt requirements-dev.txt libs/common/pyproject.toml services/*/pyproject.toml tools/stack/pyproject.toml tools/bench/pyproject.toml examples/notifier/pyproject.toml
+$(VENV)/.installed: constraints.txt requirements-dev.txt libs/*/pyproject.toml services/*/pyproject.toml tools/stack/pyproject.toml tools/bench/pyproject.toml examples/notifier/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-dev.txt $(PACKAGES)
 	touch $@
@@ -163,8 +163,8 @@ watch-orders: kafka-jars ## Print every event on the orders topic: time, key, va
 lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/common/src services/api/src services/processor/src services/query/src tools/stack/src tools/bench/src examples/notifier/src
-	$(BIN)/mypy conftest.py libs/common/tests services/api/tests services/processor/tests services/query/tests tools/bench/tests tools/stack/tests examples/notifier/tests tests
+	$(BIN)/mypy libs/contract/src libs/runtime/src libs/readmodel/src libs/kafka/src libs/web/src services/api/src services/processor/src services/query/src tools/stack/src tools/bench/src examples/notifier/src
+	$(BIN)/mypy conftest.py libs/*/tests services/api/tests services/processor/tests services/query/tests tools/bench/tests tools/stack/tests examples/notifier/tests tests
 
 .PHONY: fmt
 fmt: install ## Format and auto-fix with ruff

@@ -17,9 +17,9 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from orders_common.keys import Keys
-from orders_common.models import Order, OrderCreate
-from orders_common.store import OrderStore
+from orders_contract.keys import Keys
+from orders_contract.models import Order, OrderCreate
+from orders_readmodel.store import OrderStore
 from orders_stack import Infra
 
 

@@ -9,10 +9,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_kafka_event
 
-from orders_common.asyncapi import asyncapi_document
-from orders_common.events import CONTENT_TYPE, decode_status_event, encode_placed
-from orders_common.models import Order, OrderCreate
-from orders_common.settings import KafkaSettings
+from orders_api.asyncapi import asyncapi_document
+from orders_contract.events import CONTENT_TYPE, decode_status_event, encode_placed
+from orders_contract.models import Order, OrderCreate
+from orders_contract.settings import KafkaSettings
 from orders_stack import Infra, Stack, free_port
 from orders_stack.ledger import read_records
 

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from orders_api.app import create_app as create_api
-from orders_common.models import (
+from orders_contract.models import (
     Envelope,
     ErrorEnvelope,
     HistoryEntry,

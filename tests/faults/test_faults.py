@@ -23,11 +23,11 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from orders_common.events import encode_placed
-from orders_common.keys import Keys
-from orders_common.models import Order, OrderCreate
-from orders_common.settings import RedisSettings
-from orders_common.store import OrderStore
+from orders_contract.events import encode_placed
+from orders_contract.keys import Keys
+from orders_contract.models import Order, OrderCreate
+from orders_contract.settings import RedisSettings
+from orders_readmodel.store import OrderStore
 from orders_stack import Infra, Stack, free_port
 from orders_stack.ledger import (
     Ledger,

@@ -1,4 +1,4 @@
-"""The event contract (orders_common.asyncapi) is a valid AsyncAPI 3.0 document.
+"""The event contract (orders_api.asyncapi) is a valid AsyncAPI 3.0 document.
 
 Checked against the specification's own JSON Schema from the `@asyncapi/specs` npm package,
 which `make asyncapi-specs` (a step of `make test`) fetches into .cache at build time.
@@ -13,8 +13,9 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # no stubs pinned; used in this one test
 import pytest
 
-from orders_common.asyncapi import EVENT_MODELS, asyncapi_document
-from orders_common.settings import KafkaSettings
+from orders_api.asyncapi import asyncapi_document
+from orders_contract.events import EVENT_MODELS
+from orders_contract.settings import KafkaSettings
 
 pytestmark = pytest.mark.static
 

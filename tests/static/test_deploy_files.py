@@ -111,7 +111,7 @@ def test_every_service_is_built_from_the_one_dockerfile(compose: dict[str, Any])
 def test_services_set_only_variables_their_settings_read(compose: dict[str, Any]) -> None:
     for name, settings in SETTINGS.items():
         environment = set(compose["services"][name]["environment"])
-        # OTEL_*: OpenTelemetry's standard variables, read by its SDK (orders_common.tracing)
+        # OTEL_*: OpenTelemetry's standard variables, read by its SDK (orders_runtime.tracing)
         unknown = {name for name in environment - env_names(settings) if not name.startswith("OTEL_")}
         assert not unknown, f"{name} sets variables nothing reads: {unknown}"
 

@@ -47,12 +47,12 @@ def _sample_names(metric: Metric) -> set[str]:
 def exported_names() -> set[str]:
     """Every sample name the three services' registries export (metric objects made, no server)."""
     from orders_api.app import create_app as api_app
-    from orders_common.store import OrderStore
     from orders_processor.health import create_health_app
     from orders_processor.relay import Relay
     from orders_processor.settings import Settings as ProcessorSettings
     from orders_processor.worker import Worker
     from orders_query.app import create_app as query_app
+    from orders_readmodel.store import OrderStore
 
     processor_settings = ProcessorSettings()
     store = OrderStore.connect(processor_settings)

@@ -1,12 +1,13 @@
-"""Each package declares what it imports.
+"""Each package declares what it imports, and the packages of libs/ stay in their layers.
 
 For every package under libs/, services/, tools/ and examples/, the imports of its src files (read with
 `ast`, at any depth, standard library and the package itself left out) are mapped to the
 distributions installed in this environment, and each must be declared in that package's
-pyproject.toml. orders-common keeps its web, docs and Kafka modules behind extras: a module of
-it may import what an extra declares, and a package that imports such a module must ask for
-that extra (`orders-common[web]`). So an import nobody declared fails `make test`, not an
-image build or a fresh install.
+pyproject.toml, as a dependency or in one of its extras (orders-runtime's `tracing`: the SDK it
+loads only when tracing is on). So an import nobody declared fails `make test`, not an image
+build or a fresh install. The libs/ packages form layers (contract, runtime, readmodel and
+kafka, web): none imports one above it, none imports a service, and the contract imports no
+web, Redis, Kafka or token library at all.
 """
 
 import ast
@@ -25,8 +26,23 @@ from packaging.requirements import Requirement
 pytestmark = pytest.mark.static
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMON = "orders-common"
-COMMON_IMPORT = "orders_common"
+LAYERS = {
+    "orders-contract": 0,
+    "orders-runtime": 1,
+    "orders-readmodel": 2,
+    "orders-kafka": 2,
+    "orders-web": 3,
+}
+"""The packages of libs/, each above the ones it may import."""
+
+CONTRACT_NEVER = frozenset(
+    {"fastapi", "starlette", "uvicorn", "redis", "hiredis", "aiokafka", "httpx", "pyjwt", "prometheus-client"}
+)
+"""What the contract imports none of (distributions)."""
+
+LOADED_BY_NAME = frozenset({"uvloop", "httptools"})
+"""Declared by orders-web though no module imports them: uvicorn loads them by name (`loop='uvloop'`,
+`http='httptools'`)."""
 
 
 def normalize(name: str) -> str:
@@ -93,7 +109,7 @@ def imported_modules(path: Path, module: str | None = None) -> set[str]:
             base = package[: len(package) - node.level + 1] if node.level else []
             name = ".".join([*base, *([node.module] if node.module else [])])
             modules.add(name)
-            # `from orders_common import http` imports the module orders_common.http
+            # `from orders_web import http` imports the module orders_web.http
             modules.update(f"{name}.{alias.name}" for alias in node.names)
     return modules
 
@@ -126,113 +142,71 @@ def distributions(modules: set[str], own: Package) -> dict[str, set[str]]:
     return needed
 
 
-@cache
-def common_module_needs() -> dict[str, frozenset[str]]:
-    """orders_common's modules -> the distributions each needs, with what its own imports of
-    other orders_common modules need (so a core module cannot lean on one behind an extra)."""
-    common = packages()[COMMON]
-    direct: dict[str, set[str]] = {}
-    internal: dict[str, set[str]] = {}
-    for path in common.files():
-        module = module_name(path)
-        modules = imported_modules(path)
-        direct[module] = set(distributions(modules, common))
-        internal[module] = {m for m in modules if m.partition(".")[0] == COMMON_IMPORT}
-    needs: dict[str, frozenset[str]] = {}
-
-    def resolve(module: str, seen: frozenset[str]) -> frozenset[str]:
-        total = set(direct[module])
-        for other in internal[module]:
-            if other in direct and other not in seen:
-                total |= resolve(other, seen | {other})
-        return frozenset(total)
-
-    for module in direct:
-        needs[module] = resolve(module, frozenset({module}))
-    return needs
-
-
 def covered(distribution: str, declared: set[str]) -> bool:
     return any(name in declared for name in distribution.split("|"))
 
 
-def consumers() -> list[str]:
-    return sorted(name for name in packages() if name != COMMON)
+def declared(package: Package) -> set[str]:
+    return set(package.dependencies).union(*package.extras.values())
+
+
+def needed(package: Package) -> dict[str, set[str]]:
+    """Distribution -> the files (and modules) of the package that import it."""
+    found: dict[str, set[str]] = {}
+    for path in package.files():
+        for distribution, modules in distributions(imported_modules(path), package).items():
+            found.setdefault(distribution, set()).update(f"{path.relative_to(ROOT)}: {m}" for m in modules)
+    return found
 
 
 def test_every_package_is_found() -> None:
-    assert {COMMON, "orders-api", "orders-processor", "orders-query"} <= set(packages())
+    assert set(LAYERS) | {"orders-api", "orders-processor", "orders-query"} <= set(packages())
     for package in packages().values():
         assert package.imports, f"{package.folder} has no package under src/"
         assert any(True for _ in package.files())
+    libs = {name for name, package in packages().items() if package.folder.parent.name == "libs"}
+    assert libs == set(LAYERS), "every package of libs/ has its layer here"
 
 
-@pytest.mark.parametrize("name", consumers())
+@pytest.mark.parametrize("name", sorted(packages()))
 def test_a_package_declares_every_distribution_it_imports(name: str) -> None:
     package = packages()[name]
-    declared = set(package.dependencies)
-    missing: dict[str, set[str]] = {}
-    for path in package.files():
-        for distribution, modules in distributions(imported_modules(path), package).items():
-            if not covered(distribution, declared):
-                missing.setdefault(distribution, set()).update(
-                    f"{path.relative_to(ROOT)}: {module}" for module in modules
-                )
+    missing = {d: files for d, files in needed(package).items() if not covered(d, declared(package))}
     assert not missing, f"{name} imports distributions its pyproject.toml does not declare: {missing}"
 
 
-@pytest.mark.parametrize("name", consumers())
-def test_a_package_asks_for_the_extras_of_orders_common_it_imports(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_a_lib_imports_only_libs_below_it_and_no_service(name: str) -> None:
     package = packages()[name]
-    common = packages()[COMMON]
-    extras = package.dependencies.get(COMMON, frozenset())
-    unknown = extras - set(common.extras)
-    assert not unknown, f"{name} asks orders-common for extras it does not have: {unknown}"
-    available = set(common.dependencies).union(*(common.extras[extra] for extra in extras))
-    needs = common_module_needs()
-    missing: dict[str, set[str]] = {}
-    for path in package.files():
-        for module in imported_modules(path):
-            if module in needs:
-                for distribution in needs[module]:
-                    if not covered(distribution, available):
-                        missing.setdefault(module, set()).add(distribution)
-    assert not missing, (
-        f"{name} imports modules of orders-common whose distributions it does not get "
-        f"(ask for the extra that declares them: orders-common[...]): {missing}"
-    )
+    first = {d for d in needed(package) if d in packages()}
+    above = {d for d in first if LAYERS.get(d, 99) >= LAYERS[name]}
+    assert not above, f"{name} imports packages of its own layer or above (or a service): {above}"
 
 
-def test_orders_common_declares_what_each_module_imports_in_its_core_or_an_extra() -> None:
-    common = packages()[COMMON]
-    declared = set(common.dependencies).union(*common.extras.values())
-    missing = {
-        module: {d for d in needs if not covered(d, declared)}
-        for module, needs in common_module_needs().items()
-    }
-    assert not {m: d for m, d in missing.items() if d}, "declare them in dependencies or an extra"
+def test_the_contract_imports_no_web_redis_kafka_or_token_library() -> None:
+    contract = packages()["orders-contract"]
+    names = {name for distribution in needed(contract) for name in distribution.split("|")}
+    assert not names & CONTRACT_NEVER, names & CONTRACT_NEVER
+    assert not set(contract.dependencies) & CONTRACT_NEVER
 
 
-def test_orders_common_core_holds_only_what_its_core_modules_import() -> None:
-    """Web, docs and Kafka stay optional: no extra's distribution is also a core dependency, and
-    every core dependency is imported by a module that needs nothing beyond the core."""
-    common = packages()[COMMON]
-    core = set(common.dependencies)
-    assert {"web", "kafka", "docs"} <= set(common.extras)
-    for extra, members in common.extras.items():
-        assert not members & core, f"orders-common[{extra}] repeats core dependencies: {members & core}"
-    core_modules = [needs for needs in common_module_needs().values() if all(covered(d, core) for d in needs)]
-    used = {name for needs in core_modules for d in needs for name in d.split("|")}
-    assert core - used == set(), "core dependencies no core module imports: move them to an extra"
+def test_a_lib_declares_only_what_it_imports() -> None:
+    """No lib drags in a distribution none of its modules imports (each stays as small as it is)."""
+    for name in LAYERS:
+        package = packages()[name]
+        used = {n for distribution in needed(package) for n in distribution.split("|")}
+        unused = set(package.dependencies) - used - LOADED_BY_NAME
+        assert not unused, f"{name} declares dependencies no module of it imports: {unused}"
 
 
 def test_the_checks_see_an_undeclared_import(tmp_path: Path) -> None:
-    """The check can fail: an import of an installed but undeclared distribution is found."""
+    """The check can fail: an import of an installed but undeclared distribution is found, and so is
+    a contract module that imports the web toolkit."""
     sample = tmp_path / "sample.py"
-    sample.write_text("def f():\n    import yaml\n    from orders_common import docs\n")
+    sample.write_text("def f():\n    import yaml\n    from orders_web import docs\n")
     api = packages()["orders-api"]
-    needed = distributions(imported_modules(sample, "orders_api.sample"), api)
-    assert "pyyaml" in needed
+    found = distributions(imported_modules(sample, "orders_api.sample"), api)
+    assert "pyyaml" in found
     assert not covered("pyyaml", set(api.dependencies))
-    assert "orders_common.docs" in imported_modules(sample, "orders_api.sample")
-    assert "swagger-ui-bundle-v2" in common_module_needs()["orders_common.docs"]
+    contract = packages()["orders-contract"]
+    assert "orders-web" in distributions(imported_modules(sample, "orders_contract.sample"), contract)

@@ -15,9 +15,9 @@ import pytest
 
 from orders_api.app import create_app
 from orders_api.settings import Settings
-from orders_common.events import OrderPlacedEvent
-from orders_common.models import OrderStatus
-from orders_common.store import OrderStore
+from orders_contract.events import OrderPlacedEvent
+from orders_contract.models import OrderStatus
+from orders_readmodel.store import OrderStore
 from orders_stack import Infra, free_port
 from orders_stack.ledger import read_records
 

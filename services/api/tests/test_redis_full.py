@@ -13,8 +13,8 @@ import pytest
 
 from orders_api.app import create_app
 from orders_api.settings import Settings
-from orders_common.events import OrderPlacedEvent
-from orders_common.store import OrderStore
+from orders_contract.events import OrderPlacedEvent
+from orders_readmodel.store import OrderStore
 from orders_stack import Infra
 from orders_stack.ledger import read_records, redis_full
 

@@ -4,7 +4,7 @@ them (dry run first) with a replay count, and quarantine past the limit."""
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from orders_common.kafka import ensure_topics
+from orders_kafka.clients import ensure_topics
 from orders_processor.deadletter import OFFSET, ORIGIN, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC
 from orders_processor.dlq import DeadLetter, Filters, newest_of_chains, read_dead_letters, redrive, run
 from orders_processor.settings import Settings

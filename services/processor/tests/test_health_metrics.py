@@ -9,14 +9,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from orders_common.events import OrderCancelledEvent, decode_event, encode_cancelled
-from orders_common.keys import Keys
-from orders_common.models import Order, utc_now
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
+from orders_contract.events import OrderCancelledEvent, decode_event, encode_cancelled
+from orders_contract.keys import Keys
+from orders_contract.models import Order, utc_now
+from orders_contract.models import OrderStatus as S
 from orders_processor.health import create_health_app
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
+from orders_readmodel.store import OrderStore
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -11,12 +11,12 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, UnknownMemberIdError
 from redis.asyncio import Redis
 
-from orders_common.keys import Keys
-from orders_common.store import OrderStore
+from orders_contract.keys import Keys
 from orders_processor import worker as worker_module
 from orders_processor.offsets import PartitionOffsets
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
+from orders_readmodel.store import OrderStore
 
 
 class PausedKafka:

@@ -8,12 +8,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from orders_common.events import encode_placed
-from orders_common.kafka import ensure_topics
-from orders_common.models import Order
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
+from orders_contract.events import encode_placed
+from orders_contract.models import Order
+from orders_contract.models import OrderStatus as S
+from orders_kafka.clients import ensure_topics
 from orders_processor.settings import Settings
+from orders_readmodel.store import OrderStore
 from orders_stack import Infra, Stack, free_port
 from orders_stack.metrics import metric_value
 

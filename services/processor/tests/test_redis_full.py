@@ -13,14 +13,14 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from orders_common.events import encode_placed
-from orders_common.keys import Keys
-from orders_common.models import Order
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
+from orders_contract.events import encode_placed
+from orders_contract.keys import Keys
+from orders_contract.models import Order
+from orders_contract.models import OrderStatus as S
 from orders_processor.health import create_health_app
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
+from orders_readmodel.store import OrderStore
 from orders_stack.ledger import redis_full
 
 pytestmark = pytest.mark.redis

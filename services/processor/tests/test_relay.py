@@ -5,15 +5,15 @@ from collections.abc import Callable
 
 import pytest
 
-from orders_common.events import CONTENT_TYPE, POSITION_HEADER, decode_status_event
-from orders_common.kafka import ensure_topics
-from orders_common.keys import Keys
-from orders_common.models import Order
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
-from orders_common.stream import UpdateStream
+from orders_contract.events import CONTENT_TYPE, POSITION_HEADER, decode_status_event
+from orders_contract.keys import Keys
+from orders_contract.models import Order
+from orders_contract.models import OrderStatus as S
+from orders_kafka.clients import ensure_topics
 from orders_processor.relay import Relay, last_published
 from orders_processor.settings import Settings
+from orders_readmodel.store import OrderStore
+from orders_readmodel.stream import UpdateStream
 from orders_stack.ledger import read_records, status_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]

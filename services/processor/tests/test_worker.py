@@ -11,13 +11,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orders_common.events import encode_cancelled, encode_placed
-from orders_common.kafka import ensure_topics
-from orders_common.models import Order
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
+from orders_contract.events import encode_cancelled, encode_placed
+from orders_contract.models import Order
+from orders_contract.models import OrderStatus as S
+from orders_kafka.clients import ensure_topics
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
+from orders_readmodel.store import OrderStore
 from orders_stack import Infra
 from orders_stack.ledger import read_records
 

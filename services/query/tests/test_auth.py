@@ -24,13 +24,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from orders_common.auth import AuthSettings, check_bind, redact_query
-from orders_common.models import Order
-from orders_common.store import OrderStore
+from orders_contract.models import Order
+from orders_contract.settings import AuthSettings
 from orders_query.app import create_app
 from orders_query.settings import Settings
+from orders_readmodel.store import OrderStore
 from orders_stack import free_port
 from orders_stack.sse import read_events
+from orders_web.auth import check_bind, redact_query
 
 pytestmark = pytest.mark.redis
 

@@ -7,15 +7,15 @@ from typing import Any
 import httpx
 import pytest
 
-from orders_common.keys import Keys
-from orders_common.metrics import ServiceMetrics
-from orders_common.models import Order
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
-from orders_common.stream import UpdateStream
+from orders_contract.keys import Keys
+from orders_contract.models import Order
+from orders_contract.models import OrderStatus as S
 from orders_query.live import Hub, LiveMetrics, LiveStream
 from orders_query.settings import Settings
+from orders_readmodel.store import OrderStore
+from orders_readmodel.stream import UpdateStream
 from orders_stack.sse import SseEvent, read_events
+from orders_web.metrics import ServiceMetrics
 
 pytestmark = pytest.mark.redis
 

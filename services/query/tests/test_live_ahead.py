@@ -7,9 +7,9 @@ import asyncio
 import httpx
 import pytest
 
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
-from orders_common.stream import position_key
+from orders_contract.models import OrderStatus as S
+from orders_readmodel.store import OrderStore
+from orders_readmodel.stream import position_key
 
 from .test_live import NewOrder, collect, progress, query, settings, statuses
 

@@ -5,11 +5,11 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from orders_common.models import Order
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
+from orders_contract.models import Order
+from orders_contract.models import OrderStatus as S
 from orders_query.app import create_app
 from orders_query.settings import Settings
+from orders_readmodel.store import OrderStore
 from orders_stack import free_port
 
 pytestmark = pytest.mark.redis

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from orders_common.models import Order
-from orders_common.store import OrderStore
+from orders_contract.models import Order
 from orders_query.app import create_app
 from orders_query.settings import Settings
+from orders_readmodel.store import OrderStore
 from orders_stack.ledger import redis_full
 
 pytestmark = pytest.mark.redis

@@ -7,9 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from orders_common.models import Order
-from orders_common.store import OrderStore
-from orders_common.stream import UpdateStream
+from orders_contract.models import Order
+from orders_readmodel.store import OrderStore
+from orders_readmodel.stream import UpdateStream
 
 from .test_reads import client
 

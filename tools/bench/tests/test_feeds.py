@@ -7,10 +7,10 @@ import pytest
 from aiohttp import web
 
 from orders_bench.feeds import RedisStreamFeed, SseFeed, make_feed
-from orders_common.keys import Keys
-from orders_common.models import Order
-from orders_common.models import OrderStatus as S
-from orders_common.store import OrderStore
+from orders_contract.keys import Keys
+from orders_contract.models import Order
+from orders_contract.models import OrderStatus as S
+from orders_readmodel.store import OrderStore
 from orders_stack import Infra, free_port
 from orders_stack.sse import SseEvent, parse_events
 

@@ -6,14 +6,14 @@ from functools import partial
 
 from fastapi import FastAPI
 
-from orders_common import tracing
-from orders_common.auth import check_bind, install_auth
-from orders_common.docs import install_docs
-from orders_common.fastpath import include
-from orders_common.http import NO_TELEMETRY, health_router, install_common, redis_write_check
-from orders_common.metrics import RequestMetrics, ServiceMetrics
-from orders_common.serving import freeze_startup_heap
-from orders_common.store import OrderStore
+from orders_readmodel.store import OrderStore
+from orders_runtime import tracing
+from orders_web.auth import check_bind, install_auth
+from orders_web.docs import install_docs
+from orders_web.fastpath import include
+from orders_web.http import NO_TELEMETRY, health_router, install_common, redis_write_check
+from orders_web.metrics import RequestMetrics, ServiceMetrics
+from orders_web.serving import freeze_startup_heap
 
 from .deps import get_publisher, get_store
 from .publisher import Publisher, SendMetrics

@@ -4,9 +4,9 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from orders_common.auth import Principal, get_principal
-from orders_common.http import state_getter
-from orders_common.store import OrderStore
+from orders_readmodel.store import OrderStore
+from orders_web.auth import Principal, get_principal
+from orders_web.http import state_getter
 
 from .publisher import Publisher
 from .settings import Settings

@@ -27,8 +27,8 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from orders_common.kafka import Headers, ensure_topics, new_producer, stop_bounded
-from orders_common.metrics import ServiceMetrics
+from orders_kafka.clients import Headers, ensure_topics, new_producer, stop_bounded
+from orders_web.metrics import ServiceMetrics
 
 from .settings import Settings
 
@@ -139,7 +139,7 @@ class Publisher:
 
         One deadline covers everything, connecting included, so a burst of
         requests while Kafka is down waits no longer than one of them would.
-        `headers`: the record's (orders_common.kafka.record_headers()).
+        `headers`: the record's (orders_kafka.clients.record_headers()).
         """
         producer = None
         sending = False

@@ -7,9 +7,9 @@ import signal
 import uvicorn
 import uvloop
 
-from orders_common import tracing
-from orders_common.serving import configure_logging, freeze_startup_heap, http_options
-from orders_common.store import OrderStore
+from orders_readmodel.store import OrderStore
+from orders_runtime import tracing
+from orders_web.serving import configure_logging, freeze_startup_heap, http_options
 
 from .health import HealthServer, create_health_app
 from .relay import Relay

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from aiokafka import ConsumerRecord
 
-from orders_common.events import CONTENT_TYPE_HEADER
+from orders_contract.events import CONTENT_TYPE_HEADER
 
 __all__ = [
     "DLQ_HEADERS",

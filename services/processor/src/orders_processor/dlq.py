@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orders_common.kafka import ensure_topics, new_producer, stop_bounded
+from orders_kafka.clients import ensure_topics, new_producer, stop_bounded
 
 from .deadletter import DLQ_HEADERS, OFFSET, ORIGIN, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC, header
 from .settings import Settings, get_settings

@@ -14,9 +14,9 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
-from orders_common.http import NO_TELEMETRY, health_router, install_common, redis_write_check
-from orders_common.metrics import RequestMetrics, ServiceMetrics
-from orders_common.models import OrderStatus
+from orders_contract.models import OrderStatus
+from orders_web.http import NO_TELEMETRY, health_router, install_common, redis_write_check
+from orders_web.metrics import RequestMetrics, ServiceMetrics
 
 from .relay import Relay
 from .worker import Worker

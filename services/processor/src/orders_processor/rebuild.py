@@ -27,12 +27,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from orders_common.events import POSITION_HEADER, OrderStatusChangedEvent, decode_status_event
-from orders_common.kafka import start_reader, stop_bounded
-from orders_common.keys import Keys
-from orders_common.models import OrderStatus
-from orders_common.serving import configure_logging
-from orders_common.stream import position_key
+from orders_contract.events import POSITION_HEADER, OrderStatusChangedEvent, decode_status_event
+from orders_contract.keys import Keys
+from orders_contract.models import OrderStatus
+from orders_kafka.clients import start_reader, stop_bounded
+from orders_readmodel.stream import position_key
+from orders_web.serving import configure_logging
 
 from .settings import Settings, get_settings
 

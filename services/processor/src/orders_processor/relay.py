@@ -43,12 +43,12 @@ from aiokafka.errors import KafkaError
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
-from orders_common.events import POSITION_HEADER, encode_status_changed
-from orders_common.kafka import ensure_topics, new_producer, record_headers, start_reader, stop_bounded
-from orders_common.models import Order
-from orders_common.settings import KafkaSettings
-from orders_common.store import OrderStore
-from orders_common.stream import START, Update, UpdateStream, position_key
+from orders_contract.events import POSITION_HEADER, encode_status_changed
+from orders_contract.models import Order
+from orders_contract.settings import KafkaSettings
+from orders_kafka.clients import ensure_topics, new_producer, record_headers, start_reader, stop_bounded
+from orders_readmodel.store import OrderStore
+from orders_readmodel.stream import START, Update, UpdateStream, position_key
 
 from .settings import Settings
 

@@ -2,7 +2,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from orders_common.settings import HttpSettings, KafkaSettings, LogSettings, RedisSettings, TracingSettings
+from orders_contract.settings import HttpSettings, KafkaSettings, LogSettings, RedisSettings, TracingSettings
 
 __all__ = ["Settings", "get_settings"]
 

@@ -42,13 +42,13 @@ from aiokafka.errors import KafkaError
 from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
-from orders_common import tracing
-from orders_common.events import EventError, OrderCancelledEvent, decode_event
-from orders_common.kafka import ensure_topics, new_producer, stop_bounded
-from orders_common.logs import ORDER_ID
-from orders_common.metrics import LATENCY_BUCKETS
-from orders_common.models import Order, OrderStatus
-from orders_common.store import OrderStore
+from orders_contract.events import EventError, OrderCancelledEvent, decode_event
+from orders_contract.models import Order, OrderStatus
+from orders_kafka.clients import ensure_topics, new_producer, stop_bounded
+from orders_readmodel.store import OrderStore
+from orders_runtime import tracing
+from orders_runtime.logs import ORDER_ID
+from orders_web.metrics import LATENCY_BUCKETS
 
 from .deadletter import dead_letter_headers, reason_class
 from .offsets import PartitionOffsets

@@ -1,6 +1,6 @@
 """`python -m orders_query`: serve the query API with uvicorn."""
 
-from orders_common.serving import serve
+from orders_web.serving import serve
 
 from .settings import get_settings
 

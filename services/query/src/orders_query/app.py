@@ -9,15 +9,15 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from orders_common import tracing
-from orders_common.auth import check_bind, install_auth
-from orders_common.docs import install_docs
-from orders_common.fastpath import include
-from orders_common.http import NO_TELEMETRY, health_router, install_common
-from orders_common.metrics import RequestMetrics, ServiceMetrics
-from orders_common.serving import freeze_startup_heap
-from orders_common.store import OrderStore
-from orders_common.stream import UpdateStream
+from orders_readmodel.store import OrderStore
+from orders_readmodel.stream import UpdateStream
+from orders_runtime import tracing
+from orders_web.auth import check_bind, install_auth
+from orders_web.docs import install_docs
+from orders_web.fastpath import include
+from orders_web.http import NO_TELEMETRY, health_router, install_common
+from orders_web.metrics import RequestMetrics, ServiceMetrics
+from orders_web.serving import freeze_startup_heap
 
 from .deps import get_store
 from .live import Hub, LiveMetrics

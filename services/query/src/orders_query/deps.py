@@ -5,10 +5,10 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from orders_common.auth import Auth, Principal, get_principal
-from orders_common.http import state_getter
-from orders_common.store import OrderStore
-from orders_common.stream import UpdateStream
+from orders_readmodel.store import OrderStore
+from orders_readmodel.stream import UpdateStream
+from orders_web.auth import Auth, Principal, get_principal
+from orders_web.http import state_getter
 
 from .live import Hub
 from .settings import Settings

@@ -24,10 +24,10 @@ from opentelemetry.trace import SpanKind
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from orders_common import tracing
-from orders_common.metrics import ServiceMetrics
-from orders_common.models import OrderStatus
-from orders_common.stream import Snapshot, Update, UpdateStream, position_key
+from orders_contract.models import OrderStatus
+from orders_readmodel.stream import Snapshot, Update, UpdateStream, position_key
+from orders_runtime import tracing
+from orders_web.metrics import ServiceMetrics
 
 __all__ = ["Event", "Hub", "LiveMetrics", "LiveStream", "Subscription", "reset_frame"]
 

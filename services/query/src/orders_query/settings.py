@@ -2,8 +2,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from orders_common.auth import AuthSettings
-from orders_common.settings import HttpSettings, LogSettings, RedisSettings, TracingSettings
+from orders_contract.settings import AuthSettings, HttpSettings, LogSettings, RedisSettings, TracingSettings
 
 __all__ = ["Settings", "get_settings"]
 

@@ -1,7 +1,7 @@
 """The HTTP ceiling: a bare FastAPI app served exactly as our services are.
 
 `python -m orders_bench.bare PORT WORKERS` serves it through
-`orders_common.serving.serve`, the same uvicorn runner (uvloop, httptools, no
+`orders_web.serving.serve`, the same uvicorn runner (uvloop, httptools, no
 access log) the api and query services use. It answers the same paths: a POST
 of an order's JSON (read, not validated) and GETs, each with a small JSON and
 no other work, so its throughput is what FastAPI itself allows on this machine.
@@ -12,8 +12,8 @@ import sys
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from orders_common.serving import serve
-from orders_common.settings import HttpSettings
+from orders_contract.settings import HttpSettings
+from orders_web.serving import serve
 
 __all__ = ["create_app"]
 

@@ -2,7 +2,7 @@
 
 Both deliver `(orderId, status)` pairs to a callback as soon as the client can
 see them. `redis` reads the read model's update stream with the reader the
-query service uses (`orders_common.stream.UpdateStream`); `sse` reads the query
+query service uses (`orders_readmodel.stream.UpdateStream`); `sse` reads the query
 service's live feed (`GET /api/orders/events`) with the stack's SSE parser
 (`orders_stack.sse`). The bench picks one with `--feed`.
 """
@@ -15,8 +15,8 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
-from orders_common.keys import Keys
-from orders_common.stream import UpdateStream
+from orders_contract.keys import Keys
+from orders_readmodel.stream import UpdateStream
 from orders_stack.sse import parse_events
 
 __all__ = [

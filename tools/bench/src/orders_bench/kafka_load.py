@@ -2,10 +2,10 @@
 
 import asyncio
 
-from orders_common.events import encode_placed
-from orders_common.kafka import ensure_topics, new_producer, record_headers
-from orders_common.models import Order, OrderCreate
-from orders_common.settings import KafkaSettings
+from orders_contract.events import encode_placed
+from orders_contract.models import Order, OrderCreate
+from orders_contract.settings import KafkaSettings
+from orders_kafka.clients import ensure_topics, new_producer, record_headers
 
 __all__ = ["ORDER_JSON", "create_topic", "event_size", "preload"]
 

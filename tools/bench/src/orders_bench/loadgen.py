@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 import uvloop
 
-from orders_common.serving import freeze_startup_heap
+from orders_web.serving import freeze_startup_heap
 
 from .feeds import FeedKind, make_feed
 from .pacing import Schedule

@@ -35,9 +35,9 @@ import httpx
 from redis.asyncio import Redis
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orders_common.keys import Keys
-from orders_common.models import OrderStatus
-from orders_common.stream import UpdateStream
+from orders_contract.keys import Keys
+from orders_contract.models import OrderStatus
+from orders_readmodel.stream import UpdateStream
 from orders_stack import Infra, Stack, free_port
 from orders_stack.metrics import metric_value
 from orders_stack.procs import Proc, wait_until
@@ -271,7 +271,7 @@ class Bench:
         for workers in plan.bare_workers:
             config: dict[str, Any] = {
                 "workers": workers,
-                "server": "uvicorn, uvloop, httptools (orders_common.serving)",
+                "server": "uvicorn, uvloop, httptools (orders_web.serving)",
             }
             configs.append(config)
             with _bare_server(workers, self.logs) as url:

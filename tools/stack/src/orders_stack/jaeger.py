@@ -23,7 +23,7 @@ __all__ = ["JAEGER_BIN", "Jaeger", "find_trace", "format_trace"]
 _ROOT = Path(__file__).resolve().parents[4]
 JAEGER_BIN = Path(os.environ.get("JAEGER_BIN", _ROOT / ".cache" / "bin" / "jaeger"))
 CONFIG = _ROOT / "infra" / "jaeger" / "all-in-one.yaml"
-ORDER_TAG = "order.id"  # orders_common.tracing.ORDER_ID (the stack does not import the services)
+ORDER_TAG = "order.id"  # orders_runtime.tracing.ORDER_ID (the stack does not import the services)
 SERVICES = ("api", "processor", "query")
 
 

@@ -26,8 +26,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
-from orders_common.models import OrderStatus
-from orders_common.store import OrderStore
+from orders_contract.models import OrderStatus
+from orders_readmodel.store import OrderStore
 
 __all__ = [
     "Audit",

@@ -12,7 +12,7 @@ from asyncapi_viewer.assets import STATIC_DIR, VIEWER_IIFE, VIEWER_THEME  # type
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
-from orders_common.asyncapi import asyncapi_document
+from orders_api.asyncapi import asyncapi_document
 
 from ..settings import get_settings
 

@@ -31,14 +31,8 @@ from pydantic import AfterValidator
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from orders_common import tracing
-from orders_common.auth import Role
-from orders_common.events import encode_cancelled, encode_placed
-from orders_common.fastpath import direct
-from orders_common.http import OrderIdPath, envelope, parse_order_id, redis_error_text, unavailable
-from orders_common.kafka import record_headers
-from orders_common.logs import ORDER_ID
-from orders_common.models import (
+from orders_contract.events import encode_cancelled, encode_placed
+from orders_contract.models import (
     MAX_BATCH,
     Envelope,
     ErrorEnvelope,
@@ -48,7 +42,13 @@ from orders_common.models import (
     OrderStatus,
     new_order_id,
 )
-from orders_common.store import OrderStore
+from orders_kafka.clients import record_headers
+from orders_readmodel.store import OrderStore
+from orders_runtime import tracing
+from orders_runtime.logs import ORDER_ID
+from orders_web.auth import Role
+from orders_web.fastpath import direct
+from orders_web.http import OrderIdPath, envelope, parse_order_id, redis_error_text, unavailable
 
 from ..deps import PrincipalDep, PublisherDep, SettingsDep, StoreDep
 from ..publisher import KafkaUnavailable, Publisher

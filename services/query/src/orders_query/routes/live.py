@@ -8,9 +8,9 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from orders_common.http import OrderIdPath, envelope, parse_order_id
-from orders_common.models import MAX_USER_ID, Envelope, StreamTicket
-from orders_common.stream import START, InvalidPosition, position_key
+from orders_contract.models import MAX_USER_ID, Envelope, StreamTicket
+from orders_readmodel.stream import START, InvalidPosition, position_key
+from orders_web.http import OrderIdPath, envelope, parse_order_id
 
 from ..deps import AuthDep, HubDep, PrincipalDep, SettingsDep, StreamDep
 from ..live import Event, LiveStream, snapshot_frame

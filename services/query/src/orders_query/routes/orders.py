@@ -6,10 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from starlette.responses import Response
 
-from orders_common.auth import Principal
-from orders_common.fastpath import direct
-from orders_common.http import OrderIdPath, envelope, parse_order_id
-from orders_common.models import (
+from orders_contract.models import (
     MAX_USER_ID,
     Envelope,
     ErrorEnvelope,
@@ -19,7 +16,10 @@ from orders_common.models import (
     OrderStatus,
     PageQuery,
 )
-from orders_common.store import InvalidCursor, OrderStore
+from orders_readmodel.store import InvalidCursor, OrderStore
+from orders_web.auth import Principal
+from orders_web.fastpath import direct
+from orders_web.http import OrderIdPath, envelope, parse_order_id
 
 from ..deps import PrincipalDep, StoreDep
 

@@ -1,0 +1,342 @@
+"""The Redis read model: every write is one atomic Redis Function, every read a round trip or two.
+
+The functions live in one library, orders.lua (`LIBRARY`): `load_functions`
+loads it at start, and the calls that concurrent tasks make at the same time
+share round trips (batching.py), which also loads it again if Redis lost it.
+
+Layout (see keys.Keys): an order hash, a history list, sorted-set indexes (all,
+by user, by status) whose members all have score 0 so that they sort by order
+id, which is a UUIDv7 and so sorts by creation time; and a capped stream of
+updates for live clients (read through stream.UpdateStream). A function changes
+the hash, the indexes, the history and the stream together, so a reader never
+sees one without the others, an order is never in two status indexes, and a
+replayed event changes nothing.
+"""
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from orders_contract.keys import Keys
+from orders_contract.lifecycle import ALLOWED_FROM, TIME_FIELD
+from orders_contract.models import HistoryEntry, Order, OrderStatus, order_json, utc_now
+from orders_contract.settings import RedisSettings
+from orders_readmodel.batching import ScriptBatcher, pack_with_hiredis
+from orders_readmodel.stream import START
+
+__all__ = [
+    "LIBRARY",
+    "Claim",
+    "InvalidCursor",
+    "OrderStore",
+    "Stats",
+    "TransitionResult",
+]
+
+log = logging.getLogger(__name__)
+
+LIBRARY = files("orders_readmodel").joinpath("orders.lua").read_text(encoding="utf-8")
+"""The source of the `orders` Functions library: every function the store calls."""
+
+_STATUSES = tuple(OrderStatus)
+_TRANSITION_ARGS = {
+    target: (TIME_FIELD[target], " ".join(sorted(ALLOWED_FROM[target])), *(s.value for s in _STATUSES))
+    for target in OrderStatus
+}
+"""orders_transition's arguments that depend on the target status only."""
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this service did not hand out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    counts: dict[OrderStatus, int]
+    per_second: list[int]
+    """Orders created in each second from `since_ms` on (by the time in their UUIDv7 ids)."""
+    head: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    applied: bool
+    """True when this call changed the order; False for a replay or a refused transition."""
+    status: OrderStatus | None
+    """The order's status after the call; None for an unknown (or abandoned) order."""
+    version: int
+    abandoned: bool = False
+    """Creation only: the api answered 503 for this event, so it creates nothing."""
+    created: bool = False
+    """True when this call created the order (`create`, `start`): for `start`, the api had not
+    written it through, so this call also applied PLACED."""
+
+
+def _result(raw: list[Any], creation: bool = False) -> TransitionResult:
+    """A function's {code, status, version[, created]} reply; `creation`: orders_create's, whose
+    code 1 means it created the order (orders_start says so in a 4th element)."""
+    code, status, version, *created = raw
+    return TransitionResult(
+        code == 1,
+        OrderStatus(status) if status else None,
+        int(version),
+        code == -2,
+        code == 1 if creation else created == [1],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What an `Idempotency-Key` stands for: the first request's order and fingerprint."""
+
+    order: Order
+    fingerprint: str
+    first: bool
+    """True when this call made the claim; False when an earlier request did."""
+
+
+def encode_cursor(order_id: str) -> str:
+    return base64.urlsafe_b64encode(uuid.UUID(order_id).bytes).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return str(uuid.UUID(bytes=raw))
+    except (ValueError, binascii.Error):
+        raise InvalidCursor("cursor is not one this service handed out") from None
+
+
+class OrderStore:
+    """Reads and atomic writes of the read model. The client must decode responses."""
+
+    def __init__(self, redis: "Redis", keys: Keys, stream_maxlen: int = 100_000) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._maxlen = stream_maxlen
+        self._status_keys = [keys.by_status(status) for status in _STATUSES]
+        self._calls = ScriptBatcher(redis, LIBRARY)
+
+    @classmethod
+    def connect(cls, settings: RedisSettings, timeout: float | None = None) -> "OrderStore":
+        """A store on a new client of `settings.redis_url`; `timeout` bounds every command.
+
+        The pool holds at most `redis_max_connections`; callers beyond wait for a
+        free connection (up to 10 s) rather than fail. Close with `await store.redis.aclose()`.
+        """
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=10,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        redis = Redis.from_pool(pack_with_hiredis(pool))
+        return cls(redis, Keys(settings.redis_key_prefix), settings.redis_stream_maxlen)
+
+    async def load_functions(self) -> None:
+        """Load the store's Functions library into Redis (FUNCTION LOAD REPLACE): once at start.
+
+        A call that finds the library missing (Redis restarted empty, FUNCTION FLUSH)
+        loads it and is sent again, so this is not needed for correctness; loading at
+        start spares the first calls that detour, and replaces a library an older
+        version of the store loaded. So a Redis that does not answer yet only gets a
+        warning here: the service starts, and the first call loads the library.
+        """
+        try:
+            await self._calls.load()
+        except RedisError as exc:
+            log.warning("cannot load the Redis functions at start-up (loaded on first use): %r", exc)
+
+    async def create(self, order: Order, event_id: str = "", trace: str = "") -> TransitionResult:
+        """Record a newly placed order; a replay returns the order's current state.
+
+        `event_id` names the Kafka event that announced it: an event the api
+        abandoned (see `abandon`) creates nothing. `trace`: the traceparent the update
+        stream entry carries ('' for none).
+        """
+        (result,) = await self.create_all([(order, event_id)], trace=trace)
+        return result
+
+    async def create_all(
+        self,
+        orders: Sequence[tuple[Order, str]],
+        data: Sequence[dict[str, Any]] | None = None,
+        trace: str = "",
+    ) -> list[TransitionResult]:
+        """`create` for many (order, eventId) pairs, in one round trip (not one atomic step).
+
+        `data`: each order's `model_dump(mode="json")`, when the caller has it already.
+        """
+        runs = []
+        for n, (order, event_id) in enumerate(orders):
+            keys, args, fields = self._creation(order, event_id, None if data is None else data[n], trace)
+            runs.append(self._calls.call("orders_create", keys, [*args, *fields]))
+        if len(runs) == 1:  # the api's usual call: no gathering for one
+            return [_result(await runs[0], creation=True)]
+        return [_result(raw, creation=True) for raw in await asyncio.gather(*runs)]
+
+    async def start(self, order: Order, event_id: str = "", trace: str = "") -> TransitionResult:
+        """`create`, then PLACED -> PROCESSING, as one atomic step and one round trip.
+
+        The result is the transition's: applied when the order started now; else
+        its status (PROCESSING or later, or CANCELLED), or `abandoned`. `created`
+        when this call created the order (the api had not written it through).
+        """
+        keys, args, fields = self._creation(order, event_id, None, trace)
+        target = OrderStatus.PROCESSING
+        raw = await self._calls.call(
+            "orders_start",
+            [*keys, *self._status_keys],
+            [*args, target.value, utc_now(), *_TRANSITION_ARGS[target], *fields],
+        )
+        return _result(raw)
+
+    def _creation(
+        self, order: Order, event_id: str, fields: dict[str, Any] | None, trace: str = ""
+    ) -> tuple[list[str], list[Any], list[str]]:
+        """orders_create's keys, its fixed arguments and the order's field/value pairs."""
+        k = self.keys
+        order_id = order.order_id
+        keys = [
+            k.order(order_id),
+            k.history(order_id),
+            k.updates,
+            k.all_orders,
+            k.by_user(order.user_id),
+            k.by_status(order.status),
+            k.abandoned(order_id),
+        ]
+        args = [self._maxlen, order_id, order.user_id, order.status.value, order.created_at, event_id, trace]
+        if fields is None:
+            fields = order.model_dump(mode="json")
+        pairs = [str(item) for name, value in fields.items() if value is not None for item in (name, value)]
+        return keys, args, pairs
+
+    async def transition(
+        self, order_id: str, target: OrderStatus, at: str | None = None, trace: str = ""
+    ) -> TransitionResult:
+        """Move an order to `target` if the lifecycle allows it; otherwise change nothing.
+        `trace`: the traceparent the update stream entry carries ('' for none)."""
+        k = self.keys
+        args = [self._maxlen, order_id, target.value, at or utc_now(), *_TRANSITION_ARGS[target]]
+        if trace:
+            args.append(trace)
+        raw = await self._calls.call(
+            "orders_transition", [k.order(order_id), k.history(order_id), k.updates, *self._status_keys], args
+        )
+        return _result(raw)
+
+    async def abandon(self, events: Sequence[tuple[str, str]], ttl_s: int) -> bool:
+        """Make sure no event of `events` ((orderId, eventId) pairs) ever creates its order,
+        unless one of those orders exists already.
+
+        The api calls this when Kafka did not acknowledge in time: the events
+        may still land later, and this keeps its 503 true. Returns True when an
+        order already exists (Kafka held the events after all), False once
+        every event is abandoned. `ttl_s` must outlast any retry by the producer.
+        The function is flagged allow-oom: a full Redis (maxmemory, noeviction)
+        still takes the mark; only an unreachable one cannot.
+        """
+        keys = [
+            key
+            for order_id, _ in events
+            for key in (self.keys.order(order_id), self.keys.abandoned(order_id))
+        ]
+        return bool(
+            await self._calls.call("orders_abandon", keys, [ttl_s, *(event_id for _, event_id in events)])
+        )
+
+    async def claim(self, key: str, order: Order, fingerprint: str, ttl_s: int) -> Claim:
+        """Tie an `Idempotency-Key` of `order`'s user to `order`, unless an earlier request did.
+
+        Atomic, so of any number of concurrent requests with one key
+        exactly one claims it and all get the same order back.
+        """
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        value = orjson.dumps({"fingerprint": fingerprint, "order": order.model_dump(mode="json")})
+        name = self.keys.idempotency(order.user_id, digest)
+        previous = cast(str | None, await self._calls.call("orders_claim", [name], [value, ttl_s]))
+        if previous is None:
+            return Claim(order, fingerprint, first=True)
+        stored = orjson.loads(previous)
+        return Claim(Order.model_validate(stored["order"]), stored["fingerprint"], first=False)
+
+    async def check_writes(self, service: str, ttl_ms: int = 10_000) -> None:
+        """Readiness: one small write (`service`'s time under keys.health, expiring after
+        `ttl_ms`). Raises the RedisError of a Redis that refuses writes: full (OOM), a
+        read-only replica, loading; a PING would answer in all those cases."""
+        await self.redis.set(self.keys.health(service), utc_now(), px=ttl_ms)
+
+    async def get(self, order_id: str) -> Order | None:
+        fields = await self._calls.command("HGETALL", self.keys.order(order_id))
+        return Order.model_validate(fields) if fields else None
+
+    async def get_json(self, order_id: str) -> dict[str, Any] | None:
+        """The order in its JSON form (as `get(...).model_dump(mode="json")`), for read paths."""
+        fields = await self._calls.command("HGETALL", self.keys.order(order_id))
+        return order_json(fields) if fields else None
+
+    async def page(
+        self, index: str, limit: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Orders of an index, newest first, in their JSON form: one page and the cursor of
+        the next (None if last).
+
+        Two round trips, so that every key a call touches is named as a key (what a
+        Redis Cluster needs to route a call; the key names do not share hash tags yet,
+        so a cluster also needs that, and a page split by slot): the page's ids (one
+        more, to know whether a next page exists), then their hashes
+        as JSON texts from one read-only function (orders_hashes_json) in one reply.
+        """
+        start = f"({decode_cursor(cursor)}" if cursor else "+"
+        ids: list[str] = await self._calls.command(
+            "ZRANGE", index, start, "-", "BYLEX", "REV", "LIMIT", 0, limit + 1
+        )
+        keys = [self.keys.order(i) for i in ids[:limit]]
+        texts: list[str] = []
+        if keys:  # an empty page needs no second round trip
+            texts = await self._calls.command("FCALL_RO", "orders_hashes_json", len(keys), *keys)
+        orders = [order_json(row) for row in map(orjson.loads, texts) if row]  # an id without a hash: {}
+        return orders, encode_cursor(ids[limit - 1]) if len(ids) > limit else None
+
+    async def history(self, order_id: str) -> list[HistoryEntry]:
+        entries = await self._calls.command("LRANGE", self.keys.history(order_id), 0, -1)
+        return [HistoryEntry.model_validate_json(entry) for entry in entries]
+
+    MAX_STATS_SECONDS = 300
+    """The longest window `stats` counts: it bounds what one call costs Redis."""
+
+    async def stats(self, since_ms: int, seconds: int) -> Stats:
+        """Orders per status, orders created in each of `seconds` seconds (at most
+        MAX_STATS_SECONDS) from `since_ms` on, and the stream's head.
+
+        One read-only function call (orders_stats) through the batcher: one round trip, a
+        ZLEXCOUNT per second on the server. Every key it reads is passed as a key.
+        """
+        if not 1 <= seconds <= self.MAX_STATS_SECONDS:
+            raise ValueError(f"seconds must be 1 to {self.MAX_STATS_SECONDS}")
+
+        def bound(ms: int) -> str:  # ids with a smaller time sort before it
+            prefix = f"{ms:012x}"
+            return f"{prefix[:8]}-{prefix[8:]}"
+
+        keys = [self.keys.updates, self.keys.all_orders, *self._status_keys]
+        bounds = [bound(since_ms + i * 1000) for i in range(seconds + 1)]
+        newest, numbers, per_second = await self._calls.command(
+            "FCALL_RO", "orders_stats", len(keys), *keys, *bounds
+        )
+        counts = dict(zip(_STATUSES, (int(n) for n in numbers), strict=True))
+        return Stats(counts, [int(n) for n in per_second], str(newest) if newest else START)
