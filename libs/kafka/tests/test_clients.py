@@ -39,7 +39,8 @@ async def test_topics_get_their_partitions_and_retention_and_a_second_call_chang
         configs = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, settings.kafka_status_topic)]
         )
-        entries = {entry[0]: entry[1] for entry in configs[0].resources[0][4]}
+        resources = configs[0].resources  # type: ignore[attr-defined]  # (aiokafka types responses loosely)
+        entries = {entry[0]: entry[1] for entry in resources[0][4]}
         assert entries["retention.ms"] == "3600000"
     finally:
         await admin.close()
