@@ -19,8 +19,9 @@ from rich.console import Console
 from orders_stack.stack import ROOT
 
 from .feeds import FEEDS
+from .plan import check_tools, progress_bar
 from .report import build_report, summary_tables, write_charts
-from .runner import Options, check_tools, progress_bar, run_bench
+from .session import Options, run_bench
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -87,6 +87,22 @@ def _fig(
 
 def build_report(results: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
     """The whole report: the measurements as they came, plus figures and targets."""
+    curve0 = _get(results, "curves", "delay_0") or []
+    curve200 = _get(results, "curves", "delay_200") or []
+    drain = _get(results, "baseline", "processor", "completed_per_s")
+    figures = _figures(results, curve0, curve200, drain)
+    return {
+        "meta": dict(meta),
+        "figures": figures,
+        "targets": _targets(results, figures, curve0, curve200, drain),
+        "results": dict(results),
+    }
+
+
+def _figures(
+    results: Mapping[str, Any], curve0: list[Any], curve200: list[Any], drain: float | None
+) -> list[Figure]:
+    """Each measured figure beside the ceiling it is held to."""
     bare = _get(results, "ceilings", "bare") or []
     post_ceiling, post_cfg = _best(bare, "post")
     get_ceiling, get_cfg = _best(bare, "get_id")
@@ -103,14 +119,11 @@ def build_report(results: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[st
     by_id = _get(results, "reads", "by_id")
     listing = _get(results, "reads", "list")
     bulk = _get(results, "bulk")
-    curve0 = _get(results, "curves", "delay_0") or []
-    curve200 = _get(results, "curves", "delay_200") or []
     tutorial = _get(results, "baseline", "tutorial", "completed_per_s")
-    drain = _get(results, "baseline", "processor", "completed_per_s")
     best0 = _max_sustained(curve0)
     best200 = _max_sustained(curve200)
 
-    figures = [
+    return [
         _fig(
             "ingest POST /api/orders, saturation", _get(ingest, "ok_rps"), "orders/s", post_cfg, post_ceiling
         ),
@@ -158,6 +171,18 @@ def build_report(results: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[st
             "tutorial consumer (one at a time)",
             tutorial,
         ),
+        *_reference_figures(results),
+    ]
+
+
+def _reference_figures(results: Mapping[str, Any]) -> list[Figure]:
+    """Access control's cost, back to back, and the machine's ceilings on their own."""
+    bare = _get(results, "ceilings", "bare") or []
+    post_ceiling, _ = _best(bare, "post")
+    get_ceiling, _ = _best(bare, "get_id")
+    kafka_ceiling = _get(results, "ceilings", "kafka", "records_per_s")
+    redis_get = _get(results, "ceilings", "redis", "rps", "GET")
+    return [
         _fig(
             "AUTH_MODE=oidc: POST /api/orders, saturation",
             _get(results, "auth", "oidc", "post", "ok_rps"),
@@ -177,12 +202,6 @@ def build_report(results: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[st
         _fig("bare FastAPI GET (ceiling)", get_ceiling, "req/s", None, None),
         _fig("redis-benchmark GET (ceiling)", redis_get, "ops/s", None, None),
     ]
-    return {
-        "meta": dict(meta),
-        "figures": figures,
-        "targets": _targets(results, figures, curve0, curve200, drain),
-        "results": dict(results),
-    }
 
 
 def _pct(value: float | None) -> str:

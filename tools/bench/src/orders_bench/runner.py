@@ -18,14 +18,12 @@ Order of the phases (each bounded in time):
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -33,135 +31,28 @@ from typing import Any
 
 import httpx
 from redis.asyncio import Redis
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from orders_contract.keys import Keys
 from orders_contract.models import OrderStatus
 from orders_readmodel.stream import UpdateStream
-from orders_stack import Infra, Stack, free_port
+from orders_stack import Stack, free_port
 from orders_stack.metrics import metric_value
 from orders_stack.procs import Proc, wait_until
-from orders_stack.stack import KAFKA_LIBS, ROOT
+from orders_stack.stack import KAFKA_LIBS
 
 from .auth_cost import auth_cost
 from .ceilings import producer_perf, redis_benchmark
 from .feeds import FeedKind
 from .kafka_load import ORDER_JSON, create_topic, event_size, preload
 from .loadgen import STUCK_EXIT, LoadSpec, bound_s
+from .plan import Plan, Steps, Target
 from .tracing_cost import tracing_rows
 from .wrk import get_ids_script, get_script, post_script, run_wrk
 
-__all__ = ["Plan", "Target", "run_bench"]
+__all__ = ["Bench", "Results"]
 
 Results = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How long and how far each phase goes."""
-
-    quick: bool
-    curve_step_s: float
-    wrk_s: float
-    rates: tuple[int, ...]
-    rates_200: tuple[int, ...]
-    bare_workers: tuple[int, ...]
-    generator_check_rates: tuple[int, ...]
-    kafka_records: int
-    redis_requests: int
-    preload: int
-    tutorial_s: float
-    batch_size: int = 1000
-    grace_s: float = 5.0
-    e2e_grace_s: float = 5.0
-    idle_wait_s: float = 30.0
-    """Longest wait for the processor to finish its work before a latency step."""
-    drain_s: float = 60.0
-    """Longest wait for the processor to drain the preloaded backlog."""
-    tracing_rate: int = 1000
-    """Orders a second of the tracing off / 10% / 100% rows (kept up at every setting)."""
-
-    @classmethod
-    def make(cls, quick: bool, api_workers: int) -> "Plan":
-        if quick:
-            return cls(
-                quick=True,
-                curve_step_s=2,
-                wrk_s=3,
-                rates=(100, 500, 1000),
-                rates_200=(500, 2000),
-                bare_workers=(api_workers,),
-                generator_check_rates=(1000,),
-                kafka_records=50_000,
-                redis_requests=20_000,
-                preload=5_000,
-                tutorial_s=3,
-                grace_s=3,
-                e2e_grace_s=3,
-                idle_wait_s=10,
-                drain_s=20,
-                tracing_rate=500,
-            )
-        return cls(
-            quick=False,
-            curve_step_s=5,
-            wrk_s=8,
-            rates=(100, 250, 500, 1000, 2000, 3000, 4000, 6000, 8000),
-            rates_200=(500, 1000, 2000, 3000, 4000, 6000),
-            bare_workers=tuple(sorted({api_workers, 2})),
-            generator_check_rates=(1000, 2000, 4000),
-            kafka_records=300_000,
-            redis_requests=100_000,
-            preload=20_000,
-            tutorial_s=8,
-        )
-
-
-@dataclass
-class Target:
-    """What to measure: a stack started here, or one given by URLs."""
-
-    api_url: str = ""
-    query_url: str = ""
-    redis_url: str = ""
-    kafka_bootstrap: str = ""
-    key_prefix: str = ""
-    stack: Stack | None = None
-    processor_delay_ms: int | None = None
-
-    @property
-    def managed(self) -> bool:
-        return self.stack is not None
-
-    @property
-    def redis_port(self) -> int | None:
-        tail = self.redis_url.rsplit(":", 1)[-1].split("/")[0]
-        return int(tail) if tail.isdigit() else None
-
-
-def check_tools() -> list[str]:
-    """What the bench needs on the machine and lacks, each with how to get it."""
-    needs = {
-        "wrk": "apt-get install wrk",
-        "redis-benchmark": "apt-get install redis-tools",
-        "java": "apt-get install openjdk-17-jre-headless",
-    }
-    return [f"{tool} ({hint})" for tool, hint in needs.items() if shutil.which(tool) is None]
-
-
-class _Steps:
-    """The progress bar: one tick per measurement."""
-
-    def __init__(self, progress: Progress, total: int) -> None:
-        self.progress = progress
-        self.task = progress.add_task("starting", total=total)
-
-    def now(self, what: str) -> None:
-        self.progress.update(self.task, description=what)
-        self.progress.console.log(what)
-
-    def done(self, count: int = 1) -> None:
-        self.progress.advance(self.task, count)
 
 
 def _loadgen(spec: LoadSpec) -> dict[str, Any]:
@@ -262,7 +153,7 @@ class Bench:
 
     # -- phases ----------------------------------------------------------------
 
-    def ceilings(self, steps: _Steps) -> None:
+    def ceilings(self, steps: Steps) -> None:
         plan = self.plan
         configs: list[dict[str, Any]] = []
         self.results["ceilings"]["bare"] = configs
@@ -316,7 +207,7 @@ class Bench:
             self.results["ceilings"]["redis"] = {"skipped": "no Redis URL given"}
         steps.done()
 
-    def curve(self, name: str, rates: tuple[int, ...], steps: _Steps) -> None:
+    def curve(self, name: str, rates: tuple[int, ...], steps: Steps) -> None:
         """Fixed rates, rising, until the system no longer keeps up (then one step more is pointless)."""
         out: list[dict[str, Any]] = []
         self.results["curves"][name] = out
@@ -362,7 +253,7 @@ class Bench:
                 return
             time.sleep(0.2)
 
-    def reads(self, steps: _Steps) -> None:
+    def reads(self, steps: Steps) -> None:
         plan = self.plan
         steps.now("reads: GET /api/orders/{id}")
         if self.order_ids:
@@ -384,7 +275,7 @@ class Bench:
         )
         steps.done()
 
-    def ingest(self, steps: _Steps) -> None:
+    def ingest(self, steps: Steps) -> None:
         steps.now("ingest: POST /api/orders at saturation (wrk)")
         self.guarded(
             "ingest saturation",
@@ -396,7 +287,7 @@ class Bench:
         self.guarded("bulk ingest", self._bulk, ("bulk",))
         steps.done()
 
-    def auth(self, steps: _Steps) -> None:
+    def auth(self, steps: Steps) -> None:
         steps.now("access control: POST and GET by id, AUTH_MODE=none then oidc (wrk)")
         stack, ids = self.target.stack, self.order_ids or _fake_ids()
         assert stack is not None
@@ -419,7 +310,7 @@ class Bench:
         result["orders_per_s"] = round(result["ok_rps"] * size, 1)
         return result
 
-    def restart_with_delay(self, delay_ms: int, steps: _Steps) -> list[str]:
+    def restart_with_delay(self, delay_ms: int, steps: Steps) -> list[str]:
         """api and processor on a fresh topic and group; a backlog preloaded before the processor starts."""
         stack = self.target.stack
         assert stack is not None
@@ -442,7 +333,7 @@ class Bench:
         stack.wait_ready("api")
         return ids
 
-    def tutorial(self, steps: _Steps) -> None:
+    def tutorial(self, steps: Steps) -> None:
         steps.now("baseline: the tutorial's consumer, one order at a time, 200 ms each")
 
         def run() -> dict[str, Any]:
@@ -470,7 +361,7 @@ class Bench:
         self.guarded("tutorial baseline", run, ("baseline", "tutorial"))
         steps.done()
 
-    def drain(self, ids: list[str], steps: _Steps) -> None:
+    def drain(self, ids: list[str], steps: Steps) -> None:
         stack = self.target.stack
         assert stack is not None
         steps.now(f"baseline: our processor, 200 ms delay, draining {len(ids)} preloaded orders")
@@ -524,7 +415,7 @@ class Bench:
             "all_completed": completed == len(wanted),
         }
 
-    def tracing(self, steps: _Steps) -> None:
+    def tracing(self, steps: Steps) -> None:
         """The same load with tracing off, at 10% and 100% sampling (tracing_cost.py)."""
         stack = self.target.stack
         assert stack is not None
@@ -553,7 +444,7 @@ class Bench:
             + 2
             + (4 + len(plan.rates_200) if managed else 0)
         )
-        steps = _Steps(progress, total)
+        steps = Steps(progress, total)
         self.ceilings(steps)
         self.curve(f"delay_{self.target.processor_delay_ms}" if managed else "external", plan.rates, steps)
         self._wait_idle()
@@ -568,100 +459,3 @@ class Bench:
             self.curve("delay_200", plan.rates_200, steps)
         self.results["errors"] = self.errors
         return self.results
-
-
-@dataclass
-class Options:
-    quick: bool = False
-    feed: FeedKind = "redis"
-    out: Path = field(default_factory=lambda: ROOT / ".reports" / "bench")
-    data_dir: Path = field(default_factory=lambda: ROOT / ".data" / "bench")
-    api_url: str = ""
-    query_url: str = ""
-    redis_url: str = ""
-    kafka_bootstrap: str = ""
-    key_prefix: str = ""
-
-
-def run_bench(options: Options, progress: Progress) -> tuple[Results, dict[str, Any]]:
-    """Measure everything; stop everything started here whatever happens."""
-    api_workers = int(os.environ.get("API_WORKERS", "1"))
-    plan = Plan.make(options.quick, api_workers)
-    logs = options.data_dir / "logs"
-    meta: dict[str, Any] = {
-        "mode": "quick" if options.quick else "full",
-        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpus": os.cpu_count(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "feed": options.feed,
-        "plan": asdict(plan),
-        "api_workers": api_workers,
-        "query_workers": int(os.environ.get("QUERY_WORKERS", "1")),
-        "git_commit": _git_commit(),
-    }
-    t0 = time.monotonic()
-    with contextlib.ExitStack() as cleanup:
-        if options.api_url:
-            target = Target(
-                api_url=options.api_url.rstrip("/"),
-                query_url=options.query_url.rstrip("/"),
-                redis_url=options.redis_url,
-                kafka_bootstrap=options.kafka_bootstrap,
-                key_prefix=options.key_prefix,
-            )
-            meta["stack"] = "given by URLs"
-        else:
-            shutil.rmtree(options.data_dir, ignore_errors=True)
-            progress.console.log("starting Kafka and Redis")
-            infra = cleanup.enter_context(Infra(options.data_dir, kafka_port=0, redis_port=0))
-            run = uuid.uuid4().hex[:8]
-            env = {
-                "KAFKA_ORDERS_TOPIC": f"bench-orders-0-{run}",
-                "KAFKA_DLQ_TOPIC": f"bench-orders-0-{run}.dlq",
-                "KAFKA_STATUS_TOPIC": f"bench-orders-0-{run}.status",
-                "KAFKA_CONSUMER_GROUP": f"bench-processor-0-{run}",
-                "REDIS_KEY_PREFIX": "",
-                "PROCESSING_DELAY_MS": "0",
-                "LOG_LEVEL": "WARNING",
-                "BIND_HOST": "127.0.0.1",
-                # Reads scale with processes on 2 cores (GET by id: 6.2k req/s with 1, 10.6k
-                # with 2); ingest does not (the processor, Kafka and Redis share the cores).
-                "QUERY_WORKERS": os.environ.get("QUERY_WORKERS", "2"),
-                "API_WORKERS": os.environ.get("API_WORKERS", "1"),
-            }
-            meta["workers"] = {"query": env["QUERY_WORKERS"], "api": env["API_WORKERS"]}
-            progress.console.log("starting api, processor and query")
-            stack = cleanup.enter_context(Stack(infra, api_port=0, query_port=0, processor_port=0, env=env))
-            target = Target(
-                api_url=stack.api_url,
-                query_url=stack.query_url,
-                redis_url=infra.redis_url,
-                kafka_bootstrap=infra.kafka_bootstrap,
-                stack=stack,
-                processor_delay_ms=0,
-            )
-            meta["stack"] = "started by the bench (orders_stack), logs in " + str(logs)
-        results = Bench(plan, target, options.feed, options.out, logs).run(progress)
-    meta["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
-    meta["duration_s"] = round(time.monotonic() - t0, 1)
-    meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    return results, meta
-
-
-def _git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-    )
