@@ -16,16 +16,18 @@ __all__ = [
     "PublisherDep",
     "SettingsDep",
     "StoreDep",
+    "get_app_settings",
     "get_publisher",
-    "get_settings",
     "get_store",
 ]
 
 get_store = state_getter("store", OrderStore)
 get_publisher = state_getter("publisher", Publisher)
-get_settings = state_getter("settings", Settings)
+get_app_settings = state_getter("settings", Settings)
+"""The settings this app was created with (`create_app`'s), not the environment's
+(`settings.get_settings`)."""
 
 StoreDep = Annotated[OrderStore, Depends(get_store)]
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
