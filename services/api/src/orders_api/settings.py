@@ -1,3 +1,5 @@
+"""The api's settings: the shared groups of orders_contract.settings and its own."""
+
 from functools import lru_cache
 
 from pydantic import Field
@@ -39,4 +41,6 @@ class Settings(KafkaSettings, RedisSettings, HttpSettings, LogSettings, TracingS
 
 @lru_cache
 def get_settings() -> Settings:
+    """The settings of the environment, read once per process (`create_app` without settings,
+    `python -m orders_api`). Routes read the app's own through `deps.SettingsDep`."""
     return Settings()
