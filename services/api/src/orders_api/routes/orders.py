@@ -156,7 +156,7 @@ async def place_order(
         503: _UNAVAILABLE,
     },
 )
-async def place_batch(
+async def place_orders(
     batch: OrderBatch,
     store: StoreDep,
     publisher: PublisherDep,
