@@ -73,4 +73,6 @@ def test_served_by_matches_templates() -> None:
     assert served_by("api", "POST", f"/api/orders/{order_id}/cancel")
     assert not served_by("api", "GET", f"/api/orders/{order_id}/cancel")
     assert not served_by("api", "POST", f"/api/orders/{order_id}/cancel/more")
+    assert not served_by("query", "GET", "/api/orders/batch")  # not an orderId: the api's path
+    assert not served_by("query", "GET", "/api/orders/user/seven")
     assert SERVED["api"].isdisjoint(SERVED["query"])

@@ -19,7 +19,8 @@ the two services' documents.
 """
 
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Literal
 
@@ -62,9 +63,29 @@ SERVED: Mapping[Service, frozenset[tuple[str, str]]] = {
 
 
 def served_by(service: Service, method: str, path: str) -> bool:
-    """Whether `service` serves `method` on the concrete `path` (HEAD with GET)."""
+    """Whether `service` serves `method` on the concrete `path` (HEAD with GET): a path
+    parameter must be one the service takes (`orderId` a UUID, `userId` digits), so that
+    `GET /api/orders/batch` is not sent to the query service's `/api/orders/{orderId}`."""
     method = "GET" if method == "HEAD" else method
-    return any(served == method and _pattern(template).match(path) for served, template in SERVED[service])
+    return any(served == method and _takes(template, path) for served, template in SERVED[service])
+
+
+def _takes(template: str, path: str) -> bool:
+    match = _pattern(template).fullmatch(path)
+    return match is not None and all(
+        _PARAMETERS.get(name, bool)(value) for name, value in match.groupdict().items()
+    )
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+_PARAMETERS: Mapping[str, Callable[[str], bool]] = {"orderId": _is_uuid, "userId": str.isdigit}
 
 
 def install_elsewhere(app: FastAPI, other: Service, other_url: str) -> None:
