@@ -166,6 +166,10 @@ lint: install ## ruff (lint and format check) and mypy --strict
 	$(BIN)/mypy libs/contract/src libs/runtime/src libs/readmodel/src libs/kafka/src libs/web/src services/api/src services/processor/src services/query/src tools/stack/src tools/bench/src examples/notifier/src
 	$(BIN)/mypy conftest.py libs/*/tests services/api/tests services/processor/tests services/query/tests tools/bench/tests tools/stack/tests examples/notifier/tests tests
 
+.PHONY: openapi
+openapi: install ## Write the committed OpenAPI documents (docs/openapi: api, query, front-door) from the apps
+	$(BIN)/python -m orders_stack.openapi_docs
+
 .PHONY: fmt
 fmt: install ## Format and auto-fix with ruff
 	$(BIN)/ruff format .

@@ -36,6 +36,7 @@ from functools import partial
 from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
@@ -156,7 +157,17 @@ def include(app: FastAPI, *routers: APIRouter) -> None:
                 # the handler FastAPI built when the route was made holds the provider.
                 route.dependency_overrides_provider = app
                 route.app = request_response(route.get_route_handler())
+            if isinstance(route, APIRoute) and isinstance(
+                route.generate_unique_id_function, DefaultPlaceholder
+            ):
+                # As include_router does: the app's generate_unique_id_function names the operation.
+                unique_id = app.router.generate_unique_id_function
+                route.unique_id = route.operation_id or _value(unique_id)(route)
             app.router.routes.append(route)
+
+
+def _value(option: Any) -> Any:
+    return option.value if isinstance(option, DefaultPlaceholder) else option
 
 
 def _query_params(request: Request) -> Any:

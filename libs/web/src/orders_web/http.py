@@ -20,7 +20,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orders_contract.models import ErrorEnvelope, utc_now
+from orders_contract.models import Envelope, ErrorEnvelope, utc_now
+from orders_contract.reports import Liveness, Readiness
 from orders_web.fastpath import DirectRoutes
 
 __all__ = [
@@ -277,16 +278,17 @@ def health_router(checks: Checks, timeout: float = 2.0) -> APIRouter:
     """`/health/live` (the process answers) and `/health/ready` (every dependency answers)."""
     router = APIRouter(prefix="/health", tags=["health"])
 
-    @router.get("/live", summary="The process is up")
-    async def live() -> Response:
+    @router.get("/live", summary="The process is up", response_model=Envelope[Liveness])
+    async def get_liveness() -> Response:
         return envelope("live", {"status": "live"})
 
     @router.get(
         "/ready",
         summary="Every dependency answers",
+        response_model=Envelope[Readiness],
         responses={503: {"model": ErrorEnvelope, "description": "A dependency does not answer"}},
     )
-    async def ready(request: Request) -> Response:
+    async def get_readiness(request: Request) -> Response:
         wanted = checks(request)
         names: Sequence[str] = list(wanted)
         outcomes = await asyncio.gather(

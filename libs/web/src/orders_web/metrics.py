@@ -180,7 +180,9 @@ class ServiceMetrics:
         """`GET /metrics`: this app's metrics, for Prometheus."""
         router = APIRouter()
 
-        @router.get(path, summary="Prometheus metrics", response_class=PlainTextResponse)
+        @router.get(
+            path, summary="Prometheus metrics", response_class=PlainTextResponse, include_in_schema=False
+        )
         async def metrics(request: Request) -> Response:
             return await self.render(request.headers.get("accept"))
 

@@ -10,9 +10,11 @@ from orders_readmodel.store import OrderStore
 from orders_runtime import tracing
 from orders_web.auth import check_bind, install_auth
 from orders_web.docs import install_docs
+from orders_web.elsewhere import install_elsewhere
 from orders_web.fastpath import include
 from orders_web.http import NO_TELEMETRY, health_router, install_common, redis_write_check
 from orders_web.metrics import RequestMetrics, ServiceMetrics
+from orders_web.openapi import openapi_tags, operation_id, versioned_openapi
 from orders_web.serving import freeze_startup_heap
 
 from .deps import get_publisher, get_store
@@ -49,7 +51,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Order ingest API",
-        version="0.1.0",
+        version="1.0.0",
+        generate_unique_id_function=operation_id,
+        openapi_tags=openapi_tags("orders", "health"),
         description="Places and cancels orders: validates them and publishes them to Kafka. "
         "Read them back on the query service.",
         lifespan=lifespan,
@@ -57,10 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    versioned_openapi(app)
     app.state.settings = settings = settings or get_settings()
     check_bind(settings, settings.bind_host)
     install_common(app, settings.cors_origins)
     install_auth(app, settings)
+    install_elsewhere(app, "query", settings.query_public_url)
     app.state.metrics = metrics = ServiceMetrics("api")
     app.state.send_metrics = SendMetrics(metrics)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -14,9 +14,11 @@ from orders_readmodel.stream import UpdateStream
 from orders_runtime import tracing
 from orders_web.auth import check_bind, install_auth
 from orders_web.docs import install_docs
+from orders_web.elsewhere import install_elsewhere
 from orders_web.fastpath import include
 from orders_web.http import NO_TELEMETRY, health_router, install_common
 from orders_web.metrics import RequestMetrics, ServiceMetrics
+from orders_web.openapi import openapi_tags, operation_id, versioned_openapi
 from orders_web.serving import freeze_startup_heap
 
 from .deps import get_store
@@ -70,17 +72,21 @@ def _task_count() -> int:
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Order query API",
-        version="0.1.0",
+        version="1.0.0",
+        generate_unique_id_function=operation_id,
+        openapi_tags=openapi_tags("orders", "live", "health"),
         description="Reads orders and their status from the read model that the processor keeps.",
         lifespan=lifespan,
         telemetry=NO_TELEMETRY,
         docs_url=None,
         redoc_url=None,
     )
+    versioned_openapi(app)
     app.state.settings = settings = settings or get_settings()
     check_bind(settings, settings.bind_host)
     install_common(app)
     install_auth(app, settings)
+    install_elsewhere(app, "api", settings.api_public_url)
     app.state.metrics = metrics = ServiceMetrics("query")
     metrics.process_gauge(
         "asyncio_tasks", "Tasks in the event loop of the process that answers (per worker).", _task_count

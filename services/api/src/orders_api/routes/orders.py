@@ -116,7 +116,7 @@ async def place_order(
         503: _UNAVAILABLE,
     },
 )
-async def place_batch(batch: OrderBatch, desk: DeskDep, principal: PrincipalDep) -> Response:
+async def place_orders(batch: OrderBatch, desk: DeskDep, principal: PrincipalDep) -> Response:
     """Validate every order, publish them in one Kafka transaction, and answer 202 with
     every order once the transaction is committed; on any failure none is placed."""
     if not all(principal.may_place_for(placed.user_id) for placed in batch.orders):

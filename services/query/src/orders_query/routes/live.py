@@ -87,7 +87,7 @@ router = APIRouter(tags=["live"])
     response_class=EventStream,
     responses=_SSE_DOC,
 )
-async def feed(
+async def follow_orders(
     updates: StreamDep,
     hub: HubDep,
     settings: SettingsDep,
@@ -127,7 +127,7 @@ async def feed(
     response_class=EventStream,
     responses={**_SSE_DOC, 204: {"description": "The client already holds the order's final state"}},
 )
-async def order_events(
+async def follow_order(
     updates: StreamDep,
     hub: HubDep,
     settings: SettingsDep,
@@ -185,7 +185,7 @@ async def order_events(
     response_model=Envelope[StreamTicket],
     responses={503: _SSE_DOC[503]},
 )
-async def stream_ticket(auth: AuthDep, principal: PrincipalDep) -> Response:
+async def create_stream_ticket(auth: AuthDep, principal: PrincipalDep) -> Response:
     """Send it as `?ticket=` on `GET /api/orders/events` or `/api/orders/{orderId}/events`
     within `expiresIn` seconds; it opens one stream, once, as the principal of the token
     that asked for it. No token ever goes in a URL."""

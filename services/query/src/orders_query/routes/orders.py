@@ -16,6 +16,7 @@ from orders_contract.models import (
     OrderStatus,
     PageQuery,
 )
+from orders_contract.reports import OrderStats
 from orders_readmodel.store import InvalidCursor, OrderStore
 from orders_web.auth import Principal
 from orders_web.fastpath import direct
@@ -60,7 +61,7 @@ async def list_orders(store: StoreDep, paging: Paging, principal: PrincipalDep) 
     response_model=ListEnvelope[Order],
     responses={**_ERRORS, 404: {"model": ErrorEnvelope, "description": "Another user's, to a customer"}},
 )
-async def user_orders(
+async def list_user_orders(
     store: StoreDep,
     user_id: Annotated[int, Path(alias="userId", ge=1, le=MAX_USER_ID)],
     paging: Paging,
@@ -78,7 +79,7 @@ async def user_orders(
     response_model=ListEnvelope[Order],
     responses=_ERRORS,
 )
-async def status_orders(
+async def list_orders_by_status(
     store: StoreDep,
     status: Annotated[
         str, Path(max_length=32, description="PLACED, PROCESSING, COMPLETED, CANCELLED or FAILED")
@@ -98,9 +99,10 @@ async def status_orders(
 @router.get(
     "/api/orders/stats",
     summary="Orders per status, and orders placed per second over the last seconds",
+    response_model=Envelope[OrderStats],
     responses=_ERRORS,
 )
-async def stats(
+async def get_stats(
     store: StoreDep,
     principal: PrincipalDep,
     seconds: Annotated[
@@ -143,7 +145,7 @@ async def stats(
     response_model=Envelope[list[HistoryEntry]],
     responses=_NOT_FOUND,
 )
-async def history(store: StoreDep, raw_id: OrderIdPath, principal: PrincipalDep) -> Response:
+async def get_order_history(store: StoreDep, raw_id: OrderIdPath, principal: PrincipalDep) -> Response:
     order_id = parse_order_id(raw_id)
     await check_owner(store, order_id, principal)
     entries = await store.history(order_id)
