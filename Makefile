@@ -20,7 +20,7 @@ CHROMIUM ?= /usr/bin/chromium
 
 # Debian's packages a goal needs, as command=package: each is installed only when its command is
 # missing; Maven only until Kafka's jars are fetched, Go only until the compose loader is built.
-UP_PACKAGES := redis-server=redis-server java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
+UP_PACKAGES := redis-server=redis-server nginx=nginx-light java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
 TEST_PACKAGES := $(UP_PACKAGES) $(if $(and $(wildcard $(COMPOSE_SPEC)),$(wildcard $(HYDRA)),$(wildcard $(JAEGER)),$(wildcard $(PROMTOOL))),,go=golang-go) \
   $(if $(wildcard $(HYDRA)),,gcc=gcc) $(CHROMIUM)=chromium \
   $(if $(wildcard $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION)),,npm=npm)
@@ -65,7 +65,7 @@ $(KAFKA_LIBS)/.fetched: infra/kafka/pom.xml
 kafka-jars: $(KAFKA_LIBS)/.fetched ## Fetch Apache Kafka's jars from Maven Central into .cache (once)
 
 .PHONY: up-packages
-up-packages: ## Install what `make up` needs from Debian's packages if missing: redis-server, Java, Maven (root; else names the command)
+up-packages: ## Install what `make up` needs from Debian's packages if missing: redis-server, nginx, Java, Maven (root; else names the command)
 	$(call debian-packages,$(UP_PACKAGES))
 
 .PHONY: test-packages
@@ -121,7 +121,7 @@ tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) $(HYDRA) asyncapi-specs ## Build th
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
 
 .PHONY: up
-up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) $(if $(filter oidc,$(AUTH_MODE)),$(HYDRA)) ## Run Kafka, Redis, api, processor and query as local processes (TRACING=1: and Jaeger; AUTH_MODE=oidc: and Ory Hydra; Ctrl-C stops all)
+up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) $(if $(filter oidc,$(AUTH_MODE)),$(HYDRA)) ## Run Kafka, Redis, api, processor, query and the gateway (nginx, :5000) as local processes (TRACING=1: and Jaeger; AUTH_MODE=oidc: and Ory Hydra; Ctrl-C stops all)
 	TRACING=$(TRACING) $(BIN)/python -m orders_stack
 
 .PHONY: trace
