@@ -80,7 +80,7 @@ def ensure_kafka_jars() -> Path:
     if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
         if shutil.which("mvn") is None:
             raise RuntimeError("Maven (mvn) is needed once to fetch Kafka's jars: apt-get install maven")
-        log.info("fetching Kafka's jars into %s (once)", KAFKA_LIBS)
+        log.info("fetching Kafka's jars from Maven Central into %s with Maven (once, about 30 s)", KAFKA_LIBS)
         subprocess.run(
             [
                 "mvn",
