@@ -2,6 +2,7 @@
 everything else to the query service, live streams passed through as they happen."""
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -74,6 +75,12 @@ async def test_writes_reach_the_api(front: httpx.AsyncClient, user_id: int) -> N
     asyncapi = await front.get("/asyncapi.json")
     assert asyncapi.status_code == 200
     assert asyncapi.json()["asyncapi"].startswith("3.")
+    page = await front.get("/asyncapi")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:href|src)="(/asyncapi/assets/[^"]+)"', page.text)
+    assert assets, "the page names its assets"
+    for asset in assets:
+        assert (await front.get(asset)).status_code == 200, asset
 
 
 async def test_the_root_docs_dashboard_and_health(front: httpx.AsyncClient, gateway_url: str) -> None:

@@ -95,6 +95,7 @@ def test_writes_go_to_the_api_and_everything_else_to_the_query_service() -> None
         ("POST", "/api/orders/0193a-b/cancel"),
         ("GET", "/asyncapi"),
         ("GET", "/asyncapi.json"),
+        ("GET", "/asyncapi/assets/viewer.js"),
         ("OPTIONS", "/api/orders"),
     ]:
         assert upstream(method, path) == "api", (method, path)
@@ -108,6 +109,7 @@ def test_writes_go_to_the_api_and_everything_else_to_the_query_service() -> None
         ("GET", "/dashboard"),
         ("GET", "/docs"),
         ("GET", "/openapi.json"),
+        ("GET", "/asyncapis"),
     ]:
         assert upstream(method, path) == "query", (method, path)
     assert re.search(r"location = / \{\s*return 302 /docs;", text)
