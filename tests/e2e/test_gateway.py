@@ -10,8 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import expect
 
 from orders_stack.sse import SseEvent, read_events
+
+from .conftest import BrowserPage
 
 pytestmark = pytest.mark.e2e
 
@@ -147,3 +150,26 @@ async def test_a_live_stream_passes_through_as_it_happens(front: httpx.AsyncClie
         headers={"Last-Event-ID": seen[0][1].id or ""},
     )
     assert [(e.event, e.id) for _, e in resumed] == [(e.event, e.id) for _, e in seen[1:]]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_the_dashboard_through_the_gateway_places_and_follows_an_order(
+    gateway_url: str, host: str, user_id: int, browser_page: BrowserPage
+) -> None:
+    """Served by the gateway, its form posts through the gateway too (same origin, or the other
+    name of this machine, which CORS allows), and its live feed comes through unbuffered."""
+    page = browser_page.page
+    await page.goto(gateway_url.replace("127.0.0.1", host) + "/dashboard")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=30_000)
+    await page.fill("input[name=userId]", str(user_id))
+    await page.fill("input[name=productName]", "Laptop")
+    await page.fill("input[name=quantity]", "1")
+    await page.fill("input[name=price]", "999.99")
+    await page.click("#place")
+    result = page.locator("#result.ok")
+    await expect(result).to_be_visible(timeout=30_000)
+    order_id = await result.get_attribute("data-order-id")
+    row = page.locator(f"tr[data-order-id='{order_id}']")
+    await expect(row).to_have_attribute("data-status", "COMPLETED", timeout=30_000)
+    assert browser_page.problems == []
