@@ -17,10 +17,12 @@ ASYNCAPI_SPECS_VERSION := 6.11.1
 ASYNCAPI_SPECS := $(CACHE)/asyncapi-specs
 PACKAGES := -e libs/contract -e libs/runtime -e libs/readmodel -e libs/kafka -e libs/web -e services/api -e services/processor -e services/query -e tools/stack -e tools/bench -e examples/notifier
 CHROMIUM ?= /usr/bin/chromium
+# Where `make up` (orders_stack) keeps its data; every process logs to a file under logs/.
+STACK_LOGS := .data/stack/logs
 
 # Debian's packages a goal needs, as command=package: each is installed only when its command is
 # missing; Maven only until Kafka's jars are fetched, Go only until the compose loader is built.
-UP_PACKAGES := redis-server=redis-server java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
+UP_PACKAGES := redis-server=redis-server nginx=nginx-light java=default-jre-headless $(if $(wildcard $(KAFKA_LIBS)/.fetched),,mvn=maven)
 TEST_PACKAGES := $(UP_PACKAGES) $(if $(and $(wildcard $(COMPOSE_SPEC)),$(wildcard $(HYDRA)),$(wildcard $(JAEGER)),$(wildcard $(PROMTOOL))),,go=golang-go) \
   $(if $(wildcard $(HYDRA)),,gcc=gcc) $(CHROMIUM)=chromium \
   $(if $(wildcard $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION)),,npm=npm)
@@ -31,7 +33,7 @@ define debian-packages
 @missing=""; for need in $(1); do command -v "$${need%=*}" >/dev/null || missing="$$missing $${need##*=}"; done; \
 if [ -n "$$missing" ]; then \
   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-    echo "installing from Debian's packages:$$missing"; \
+    echo "installing from Debian's packages:$$missing (apt-get, a minute or two)"; \
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
   else \
     echo "missing Debian's packages:$$missing (make installs them when run as root). Run:"; \
@@ -48,6 +50,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: constraints.txt requirements-dev.txt libs/*/pyproject.toml services/*/pyproject.toml tools/stack/pyproject.toml tools/bench/pyproject.toml examples/notifier/pyproject.toml
+	@echo "creating $(VENV): pip installs the pinned packages and ours (a few minutes the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-dev.txt $(PACKAGES)
 	touch $@
@@ -57,6 +60,7 @@ install: $(VENV)/.installed ## Create .venv with the services, the stack runner 
 
 $(KAFKA_LIBS)/.fetched: infra/kafka/pom.xml
 	$(call debian-packages,mvn=maven)
+	@echo "fetching Apache Kafka's jars from Maven Central into $(KAFKA_LIBS) with Maven (once, about 30 s)"
 	rm -rf $(KAFKA_LIBS)
 	mvn -q -B -Dstyle.color=never -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	touch $@
@@ -65,7 +69,7 @@ $(KAFKA_LIBS)/.fetched: infra/kafka/pom.xml
 kafka-jars: $(KAFKA_LIBS)/.fetched ## Fetch Apache Kafka's jars from Maven Central into .cache (once)
 
 .PHONY: up-packages
-up-packages: ## Install what `make up` needs from Debian's packages if missing: redis-server, Java, Maven (root; else names the command)
+up-packages: ## Install what `make up` needs from Debian's packages if missing: redis-server, nginx, Java, Maven (root; else names the command)
 	$(call debian-packages,$(UP_PACKAGES))
 
 .PHONY: test-packages
@@ -74,6 +78,7 @@ test-packages: ## The same for `make test`: also Go (builds the compose loader) 
 
 $(COMPOSE_SPEC):
 	$(call debian-packages,go=golang-go)
+	@echo "building the Compose Specification's loader (compose-go $(COMPOSE_GO_VERSION)) from the Go module proxy (once, a minute or two)"
 	mkdir -p $(CACHE)/gobin $(CACHE)/bin
 	GOBIN=$(CURDIR)/$(CACHE)/gobin go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION)
 	mv $(CACHE)/gobin/cmd $@
@@ -81,11 +86,13 @@ $(COMPOSE_SPEC):
 # Go tools with a module of their own under infra/ (go.mod pins the version, go.sum the hashes).
 $(JAEGER): infra/jaeger/go.mod infra/jaeger/go.sum
 	$(call debian-packages,go=golang-go)
+	@echo "building Jaeger from the Go module proxy into $@ (once, about 4 minutes on 2 cores)"
 	mkdir -p $(CACHE)/bin
 	cd infra/jaeger && go build -mod=mod -o $(CURDIR)/$@ github.com/jaegertracing/jaeger/cmd/jaeger
 
 $(PROMTOOL): infra/promtool/go.mod infra/promtool/go.sum
 	$(call debian-packages,go=golang-go)
+	@echo "building promtool from the Go module proxy into $@ (once, about 4 minutes on 2 cores)"
 	mkdir -p $(CACHE)/bin
 	cd infra/promtool && go build -mod=mod -o $(CURDIR)/$@ github.com/prometheus/prometheus/cmd/promtool
 
@@ -99,6 +106,7 @@ promtool: $(PROMTOOL) ## Build promtool (checks the alert rules) into .cache/bin
 # with its in-memory store (sqlite tags, cgo).
 $(HYDRA): infra/hydra/go.mod infra/hydra/go.sum
 	$(call debian-packages,go=golang-go gcc=gcc)
+	@echo "building Ory Hydra from the Go module proxy into $@ (once, about 2 minutes on 2 cores)"
 	mkdir -p $(CACHE)/bin
 	cd infra/hydra && go build -mod=mod -tags sqlite,sqlite_omit_load_extension -o $(CURDIR)/$@ github.com/ory/hydra/v2
 
@@ -107,6 +115,7 @@ hydra: $(HYDRA) ## Build Ory Hydra (the local OpenID Connect provider) into .cac
 
 $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION):
 	$(call debian-packages,npm=npm)
+	@echo "fetching the AsyncAPI specification's JSON Schema (@asyncapi/specs) with npm into $(ASYNCAPI_SPECS) (once, seconds)"
 	rm -rf $(ASYNCAPI_SPECS) && mkdir -p $(ASYNCAPI_SPECS)
 	npm install --prefix $(ASYNCAPI_SPECS) --no-save --no-audit --no-fund --ignore-scripts @asyncapi/specs@$(ASYNCAPI_SPECS_VERSION)
 	touch $@
@@ -121,8 +130,17 @@ tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) $(HYDRA) asyncapi-specs ## Build th
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
 
 .PHONY: up
-up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) $(if $(filter oidc,$(AUTH_MODE)),$(HYDRA)) ## Run Kafka, Redis, api, processor and query as local processes (TRACING=1: and Jaeger; AUTH_MODE=oidc: and Ory Hydra; Ctrl-C stops all)
+up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) $(if $(filter oidc,$(AUTH_MODE)),$(HYDRA)) ## Run Kafka, Redis, api, processor, query and the gateway (nginx, :5000) as local processes (TRACING=1: and Jaeger; AUTH_MODE=oidc: and Ory Hydra; Ctrl-C stops all)
 	TRACING=$(TRACING) $(BIN)/python -m orders_stack
+
+.PHONY: logs
+logs: ## Follow the logs of the stack `make up` runs (one file a process under .data/stack/logs; Ctrl-C stops)
+	@ls $(STACK_LOGS)/*.log >/dev/null 2>&1 || { echo "no logs in $(STACK_LOGS) yet: start the stack with make up"; exit 1; }
+	tail -n 20 -F $(STACK_LOGS)/*.log
+
+.PHONY: config-doc
+config-doc: install ## Write docs/configuration.md from the settings classes (a test checks it is current)
+	$(BIN)/python -m orders_stack.configdoc
 
 .PHONY: trace
 trace: install ## Print an order's trace from Jaeger as a tree with durations: make trace ORDER=<orderId> (stack up with TRACING=1)

@@ -1,8 +1,9 @@
 """The e2e suite talks to a running stack over HTTP only.
 
 Point it at any stack (for example `docker compose up`) with
-E2E_API_URL and E2E_QUERY_URL; without them it starts the stack itself as
-local processes on free loopback ports, and stops it at the end.
+E2E_API_URL and E2E_QUERY_URL (and E2E_GATEWAY_URL, the front door); without
+them it starts the stack itself as local processes on free loopback ports, the
+gateway (nginx) included, and stops it at the end.
 """
 
 import contextlib
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 class Urls:
     api: str
     query: str
+    gateway: str | None = None
+    """The front door (nginx), None for a stack without one."""
 
 
 @contextlib.contextmanager
@@ -36,7 +39,8 @@ def own_stack(request: pytest.FixtureRequest, label: str, oidc: bool = False) ->
     stack named by E2E_*, whose mode is its own)."""
     api, query = os.environ.get("E2E_API_URL"), os.environ.get("E2E_QUERY_URL")
     if api and query and not oidc:
-        yield Urls(api.rstrip("/"), query.rstrip("/"))
+        gateway = os.environ.get("E2E_GATEWAY_URL")
+        yield Urls(api.rstrip("/"), query.rstrip("/"), gateway.rstrip("/") if gateway else None)
         return
     from orders_stack import Stack
 
@@ -53,8 +57,12 @@ def own_stack(request: pytest.FixtureRequest, label: str, oidc: bool = False) ->
     }
     if oidc:
         env.update(request.getfixturevalue("provider").service_env)
-    with Stack(infra, api_port=0, query_port=0, processor_port=0, env=env) as stack:
-        yield Urls(stack.api_url, stack.query_url)
+    # The open stack has its front door too (its Location headers then name it); an oidc one not.
+    gateway_port = None if oidc else 0
+    with Stack(
+        infra, api_port=0, query_port=0, processor_port=0, env=env, gateway_port=gateway_port
+    ) as stack:
+        yield Urls(stack.api_url, stack.query_url, stack.gateway_url)
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +104,14 @@ async def api(urls: Urls) -> AsyncIterator[httpx.AsyncClient]:
 async def query(urls: Urls) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=urls.query, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def gateway_url(urls: Urls) -> str:
+    """The front door of the e2e stack (skips against a stack named without E2E_GATEWAY_URL)."""
+    if urls.gateway is None:
+        pytest.skip("the stack under test has no gateway (set E2E_GATEWAY_URL)")
+    return urls.gateway
 
 
 @pytest.fixture

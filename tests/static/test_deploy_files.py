@@ -1,10 +1,11 @@
-"""Static checks of what Docker users run: the compose file, the Dockerfile, the README's table.
+"""Static checks of what Docker users run: the compose files, the Dockerfile, the configuration page.
 
 No Docker engine is needed: the compose file is loaded by the Compose
 Specification's own loader (the Go library Docker Compose uses; `make tools`
 builds it) and the Dockerfile, one for the three services, is linted by hadolint.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from orders_api.settings import Settings as ApiSettings
+from orders_contract.settings import GatewaySettings
 from orders_processor.settings import Settings as ProcessorSettings
 from orders_query.settings import Settings as QuerySettings
 
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.static
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_AUTH = ROOT / "docker-compose.auth.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SETTINGS: dict[str, type[BaseSettings]] = {
     "api": ApiSettings,
@@ -39,26 +42,51 @@ def env_names(settings: type[BaseSettings]) -> set[str]:
     return {name.upper() for name in settings.model_fields}
 
 
-def load_compose() -> dict[str, Any]:
-    loader = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
-    if not loader or not Path(loader).exists():
+def loader() -> str:
+    found = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
+    if not found or not Path(found).exists():
         pytest.fail("the compose-spec loader is missing: run `make tools`")
-    # The loader reads no environment: the secrets compose requires are written into a copy
-    # beside the file (so that its relative paths resolve the same).
-    with tempfile.NamedTemporaryFile("w", dir=ROOT, prefix=".compose-check-", suffix=".yml") as copy:
-        copy.write(with_secrets(COMPOSE.read_text()))
-        copy.flush()
+    return found
+
+
+def load_compose(*files: Path) -> dict[str, Any]:
+    """The model compose builds of `files` (docker-compose.yml alone by default), as
+    `docker compose -f ... -f ...` merges them."""
+    # The loader reads no environment: the secrets compose requires are written into copies
+    # beside the files (so that their relative paths resolve the same).
+    with contextlib.ExitStack() as copies:
+        names = []
+        for path in files or (COMPOSE,):
+            copy = copies.enter_context(
+                tempfile.NamedTemporaryFile("w", dir=ROOT, prefix=".compose-check-", suffix=".yml")
+            )
+            copy.write(with_secrets(path.read_text()))
+            copy.flush()
+            names.append(copy.name)
         result = subprocess.run(
-            [loader, "-format", "json", copy.name], capture_output=True, text=True, cwd=ROOT, check=False
+            [loader(), "-format", "json", *names], capture_output=True, text=True, cwd=ROOT, check=False
         )
     assert result.returncode == 0, f"compose file does not load: {result.stderr}"
     model: dict[str, Any] = json.loads(result.stdout)
     return model
 
 
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as a mapping (merged files give it as a list of NAME=value)."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return load_compose()
+
+
+@pytest.fixture(scope="module")
+def compose_auth() -> dict[str, Any]:
+    return load_compose(COMPOSE, COMPOSE_AUTH)
 
 
 COMPOSE_SECRETS = {
@@ -75,21 +103,39 @@ def with_secrets(text: str) -> str:
     return re.sub(r"\$\{(HYDRA_[A-Z_]+):\?[^}]*\}", lambda m: COMPOSE_SECRETS[m.group(1)], text)
 
 
-def test_compose_refuses_to_start_without_the_providers_secrets() -> None:
-    loader = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
-    assert loader
-    result = subprocess.run([loader, str(COMPOSE)], capture_output=True, text=True, cwd=ROOT, check=False)
+def test_compose_starts_with_nothing_set() -> None:
+    """`docker compose up` with no variable set: the file loads as it is (no required secret)."""
+    result = subprocess.run([loader(), str(COMPOSE)], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert ":?" not in COMPOSE.read_text(), "a required variable would make compose refuse, profiles or not"
+
+
+def test_a_required_variable_refuses_even_in_an_inactive_profile(tmp_path: Path) -> None:
+    """Why access control is an override file and not a profile: compose interpolates every
+    service before it looks at profiles."""
+    probe = tmp_path / "docker-compose.yml"
+    probe.write_text(
+        "services:\n  a:\n    image: busybox\n  b:\n    image: busybox\n    profiles: [auth]\n"
+        "    environment:\n      X: ${ORDERS_PROBE_SECRET:?set it}\n"
+    )
+    result = subprocess.run([loader(), str(probe)], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "ORDERS_PROBE_SECRET" in result.stderr
+
+
+def test_the_auth_override_refuses_to_start_without_the_providers_secrets() -> None:
+    result = subprocess.run(
+        [loader(), str(COMPOSE), str(COMPOSE_AUTH)], capture_output=True, text=True, cwd=ROOT, check=False
+    )
     assert result.returncode != 0
     assert "HYDRA_SECRETS_SYSTEM" in result.stderr
 
 
 def test_the_compose_loader_rejects_a_broken_file(tmp_path: Path) -> None:
     """The check can fail: an unknown key breaks the schema."""
-    loader = os.environ.get("COMPOSE_SPEC") or shutil.which("compose-spec")
-    assert loader
     broken = tmp_path / "docker-compose.yml"
-    broken.write_text(with_secrets(COMPOSE.read_text()).replace("    healthcheck:\n", "    healthchek:\n", 1))
-    result = subprocess.run([loader, str(broken)], capture_output=True, text=True, check=False)
+    broken.write_text(COMPOSE.read_text().replace("    healthcheck:\n", "    healthchek:\n", 1))
+    result = subprocess.run([loader(), str(broken)], capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "healthchek" in result.stderr
 
@@ -108,24 +154,80 @@ def test_every_service_is_built_from_the_one_dockerfile(compose: dict[str, Any])
     assert sorted(ROOT.glob("services/*/Dockerfile")) == [], "one Dockerfile for all services"
 
 
-def test_services_set_only_variables_their_settings_read(compose: dict[str, Any]) -> None:
-    for name, settings in SETTINGS.items():
-        environment = set(compose["services"][name]["environment"])
-        # OTEL_*: OpenTelemetry's standard variables, read by its SDK (orders_runtime.tracing)
-        unknown = {name for name in environment - env_names(settings) if not name.startswith("OTEL_")}
-        assert not unknown, f"{name} sets variables nothing reads: {unknown}"
+def test_services_set_only_variables_their_settings_read(
+    compose: dict[str, Any], compose_auth: dict[str, Any]
+) -> None:
+    for model in (compose, compose_auth):
+        for name, settings in SETTINGS.items():
+            env = set(environment(model["services"][name]))
+            # OTEL_*: OpenTelemetry's standard variables, read by its SDK (orders_runtime.tracing)
+            unknown = {name for name in env - env_names(settings) if not name.startswith("OTEL_")}
+            assert not unknown, f"{name} sets variables nothing reads: {unknown}"
 
 
 def test_ports_are_the_documented_defaults(compose: dict[str, Any]) -> None:
     services = compose["services"]
     api_port = ApiSettings.model_fields["api_port"].default
     query_port = QuerySettings.model_fields["query_port"].default
+    gateway_port = GatewaySettings.model_fields["gateway_port"].default
     assert str(services["api"]["environment"]["API_PORT"]) == str(api_port)
     assert str(services["query"]["environment"]["QUERY_PORT"]) == str(query_port)
+    assert [p["published"] for p in services["gateway"]["ports"]] == [str(gateway_port)]
     assert [p["published"] for p in services["api"]["ports"]] == ["8000"]
     assert [p["published"] for p in services["query"]["ports"]] == ["8001"]
     assert [p["published"] for p in services["kafka"]["ports"]] == ["9092"]
     assert [p["published"] for p in services["redis"]["ports"]] == ["6379"]
+
+
+def test_every_port_is_published_on_loopback_only(
+    compose: dict[str, Any], compose_auth: dict[str, Any]
+) -> None:
+    for model in (compose, compose_auth):
+        for name, service in model["services"].items():
+            for port in service.get("ports", []):
+                assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+
+
+def test_the_open_stack_is_the_default_and_auth_the_override(
+    compose: dict[str, Any], compose_auth: dict[str, Any]
+) -> None:
+    services = compose["services"]
+    for name in ("api", "query"):
+        assert services[name]["environment"]["AUTH_MODE"] == "none"
+        assert environment(compose_auth["services"][name])["AUTH_MODE"] == "oidc"
+        assert environment(compose_auth["services"][name])["OIDC_ISSUER"] == "http://hydra:4444"
+        depends = compose_auth["services"][name]["depends_on"]
+        assert depends["hydra"]["condition"] == "service_healthy"
+        assert depends["hydra-clients"]["condition"] == "service_completed_successfully"
+    assert "hydra" not in services
+    assert {"hydra", "hydra-clients"} <= set(compose_auth["services"])
+
+
+def test_observability_is_a_profile_and_the_default_stack_needs_none_of_it(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    profiled = {name: svc["profiles"] for name, svc in services.items() if svc.get("profiles")}
+    assert profiled == {name: ["observability"] for name in ("jaeger", "prometheus", "grafana")}
+    default = {name for name in services if name not in profiled}
+    assert default == {"kafka", "redis", "api", "processor", "query", "gateway"}
+    for name in default:
+        assert set(services[name].get("depends_on", {})) <= default, f"{name} needs a profiled service"
+        otel = environment(services[name]).get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        assert not otel, f"{name} sends traces to a Jaeger the default stack does not run"
+
+
+def test_the_gateway_is_the_front_door(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    gateway = services["gateway"]
+    assert gateway["image"].startswith("nginx:")
+    (mount,) = gateway["volumes"]
+    assert Path(mount["source"]).resolve() == ROOT / "infra" / "gateway"
+    assert mount["read_only"] is True
+    assert gateway["command"] == ["nginx", "-c", f"{mount['target']}/nginx.conf", "-g", "daemon off;"]
+    assert [p["target"] for p in gateway["ports"]] == [5000]
+    front = "http://localhost:5000"
+    assert services["api"]["environment"]["QUERY_PUBLIC_URL"] == front, "Location headers name the gateway"
+    assert services["query"]["environment"]["API_PUBLIC_URL"] == front, "the dashboard posts through it"
+    assert front.replace("localhost", "127.0.0.1") in services["api"]["environment"]["CORS_ORIGINS"]
 
 
 def test_the_processor_scales(compose: dict[str, Any]) -> None:
@@ -135,15 +237,28 @@ def test_the_processor_scales(compose: dict[str, Any]) -> None:
     assert all(not port.get("published") for port in processor.get("ports", []))
 
 
-def test_healthchecks_gate_the_start_order(compose: dict[str, Any]) -> None:
+ONE_SHOT = {"hydra-clients"}
+"""Jobs that run once and exit: the others wait for them to succeed, not to be healthy."""
+
+
+def test_healthchecks_gate_the_start_order(compose: dict[str, Any], compose_auth: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("kafka", "redis"):
-        assert services[name]["healthcheck"]["test"]
-    expected = {"api": {"kafka", "redis"}, "processor": {"kafka", "redis"}, "query": {"redis"}}
+    expected = {
+        "api": {"kafka", "redis"},
+        "processor": {"kafka", "redis"},
+        "query": {"redis"},
+        "gateway": {"api", "query"},
+        "grafana": {"prometheus"},
+    }
     for name, needs in expected.items():
-        depends = services[name]["depends_on"]
-        assert set(depends) == needs
-        assert all(d["condition"] == "service_healthy" for d in depends.values())
+        assert set(services[name]["depends_on"]) == needs
+    for model in (compose, compose_auth):
+        for name, service in model["services"].items():
+            if name not in ONE_SHOT:
+                assert service["healthcheck"]["test"], f"{name} has no healthcheck"
+            for needed, how in service.get("depends_on", {}).items():
+                want = "service_completed_successfully" if needed in ONE_SHOT else "service_healthy"
+                assert how["condition"] == want, f"{name} -> {needed}"
 
 
 def test_kafka_is_kraft_of_the_same_version_as_the_local_jars(compose: dict[str, Any]) -> None:
@@ -201,12 +316,13 @@ def test_the_dockerfile_builds_the_service_its_argument_names() -> None:
         assert project["scripts"][f"orders-{service}"] == f"orders_{service}.__main__:main"
 
 
-def test_the_readme_lists_every_variable() -> None:
-    readme = (ROOT / "README.md").read_text()
-    table = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
+def test_the_configuration_page_lists_every_variable() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    table = set(re.findall(r"^\| `([A-Z_]+)` \|", page, re.MULTILINE))
     every = set().union(*(env_names(s) for s in SETTINGS.values()))
-    assert every - table == set(), "variables missing from README's configuration table"
-    assert table - every == set(), "README lists variables nothing reads"
+    assert every - table == set(), "variables missing from docs/configuration.md (make config-doc)"
+    unread = table - every - env_names(GatewaySettings)
+    assert unread == set(), "docs/configuration.md lists variables nothing reads"
 
 
 def test_no_committed_file_records_an_index_or_url_pin() -> None:

@@ -9,7 +9,15 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AuthSettings", "HttpSettings", "KafkaSettings", "LogSettings", "RedisSettings", "TracingSettings"]
+__all__ = [
+    "AuthSettings",
+    "GatewaySettings",
+    "HttpSettings",
+    "KafkaSettings",
+    "LogSettings",
+    "RedisSettings",
+    "TracingSettings",
+]
 
 
 class _Base(BaseSettings):
@@ -159,4 +167,18 @@ class AuthSettings(_Base):
     rate_limit_window_s: int = Field(60, ge=1, description="The rate limit's window.")
     stream_ticket_ttl_s: int = Field(
         30, ge=1, le=600, description="How long a stream ticket may wait for its use."
+    )
+
+
+class GatewaySettings(_Base):
+    """The front door (nginx) that `make up` and docker compose run in front of the api and the query
+    service: read by the local stack (tools/stack) and by docker-compose.yml, not by a service."""
+
+    gateway_port: int = Field(
+        5000,
+        ge=1,
+        le=65535,
+        description="Port of the front door: writes to the api, every read, the live streams, the "
+        "dashboard and `/docs` to the query service, `/` redirects to `/docs`. With it running, "
+        "`QUERY_PUBLIC_URL` (`Location` headers) and `API_PUBLIC_URL` (the dashboard's form) name it.",
     )

@@ -9,6 +9,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from orders_contract.settings import GatewaySettings
+
 from .jaeger import Jaeger
 from .oidc import Hydra
 from .stack import ROOT, Infra, Stack
@@ -47,8 +49,13 @@ def _try_auth(oidc: bool) -> str:
     return '\n       -H "Authorization: Bearer $(make -s token USER=1)" \\' if oidc else ""
 
 
+def _try_auth_get(oidc: bool) -> str:
+    return ' -H "Authorization: Bearer $(make -s token USER=1)"' if oidc else ""
+
+
 def _localhost(stack: Stack) -> list[str]:
-    return [url.replace("127.0.0.1", "localhost") for url in (stack.api_url, stack.query_url)]
+    urls = [stack.api_url, stack.query_url, *([stack.gateway_url] if stack.gateway_url else [])]
+    return [url.replace("127.0.0.1", "localhost") for url in urls]
 
 
 def main() -> None:
@@ -73,6 +80,7 @@ def main() -> None:
         api_port=_port("API_PORT", 8000),
         query_port=_port("QUERY_PORT", 8001),
         processor_port=_port("PROCESSOR_PORT", 8002),
+        gateway_port=GatewaySettings().gateway_port,
     )
     tracing = os.environ.get("TRACING", "") not in ("", "0")
     jaeger = Jaeger(
@@ -97,15 +105,21 @@ def main() -> None:
                     args.data_dir,
                     public_port=_port("HYDRA_PUBLIC_PORT", 4444),
                     admin_port=_port("HYDRA_ADMIN_PORT", 4445),
-                    cors_origins=[stack.api_url, stack.query_url, *_localhost(stack)],
+                    cors_origins=[
+                        stack.api_url,
+                        stack.query_url,
+                        *([stack.gateway_url] if stack.gateway_url else []),
+                        *_localhost(stack),
+                    ],
                 )
                 provider = running.enter_context(hydra)
                 providers = [hydra.proc] if hydra.proc else []
                 provider.save(args.data_dir / "oidc.json")
                 stack.env.update(provider.service_env)
                 auth = _AUTH_OIDC.format(issuer=provider.issuer, query=stack.query_url)
-            print("Starting api, processor and query...", flush=True)
+            print("Starting api, processor, query and the gateway (nginx)...", flush=True)
             with stack:
+                front = (stack.gateway_url or stack.query_url).replace("127.0.0.1", "localhost")
                 extra = (
                     f"""  Jaeger query API      {jaeger.query_url}/api/traces?service=api
   Jaeger OTLP (HTTP)    {jaeger.otlp_url}
@@ -118,6 +132,7 @@ def main() -> None:
                     f"""
 Order tracking is up. Ctrl-C stops everything.
 {auth}
+  front door            {front}  (Swagger UI at {front}/docs, dashboard at {front}/dashboard)
   api (place orders)    {stack.api_url}/docs
   event contract        {stack.api_url}/asyncapi.json  (status events on Kafka topic orders.status)
   query (read orders)   {stack.query_url}/docs
@@ -125,17 +140,20 @@ Order tracking is up. Ctrl-C stops everything.
   processor metrics     {stack.processor_url}/metrics
   Kafka                 {infra.kafka_bootstrap}
   Redis                 {infra.redis_url}
-  logs                  {args.data_dir / "logs"}
+  logs                  {args.data_dir / "logs"}  (make logs follows them)
 {extra}
 Try:
-  curl -si -X POST {stack.api_url}/api/orders -H 'Content-Type: application/json' \\{_try_auth(oidc)}
-       -d '{{"userId":1,"productName":"Gaming Laptop","quantity":2,"price":1299.99}}'
+  curl -si -X POST {front}/api/orders -H 'Content-Type: application/json' \\{_try_auth(oidc)}
+       -d '{{"userId":1,"productName":"Laptop","quantity":1,"price":999.99}}'
+  curl -s {front}/api/orders/user/1{_try_auth_get(oidc)}
+  curl -sN {front}/api/orders/events{_try_auth_get(oidc)}     (follow live; Ctrl-C ends it)
 """,
                     flush=True,
                 )
                 while True:
                     time.sleep(0.5)
-                    for proc in [*jaeger.procs, *infra.procs, *providers, *stack.procs.values()]:
+                    gateway = stack.gateway.procs if stack.gateway else []
+                    for proc in [*jaeger.procs, *infra.procs, *providers, *stack.procs.values(), *gateway]:
                         proc.check_alive()
     except KeyboardInterrupt:
         print("Stopped; nothing left running.")

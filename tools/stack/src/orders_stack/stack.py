@@ -2,8 +2,9 @@
 
 `Infra` is Kafka (KRaft, one node, from the Maven Central jars) and Redis
 (Debian's redis-server, AOF on); `Stack` adds the api, processor and query on
-top. Both are context managers that stop everything they started, in reverse
-order, whatever happened in between.
+top, and the front door (nginx, `gateway_port`) when asked. Both are context
+managers that stop everything they started, in reverse order, whatever
+happened in between.
 """
 
 import asyncio
@@ -22,6 +23,7 @@ from types import TracebackType
 
 import httpx
 
+from .gateway import Gateway, find_nginx
 from .procs import Proc, wait_until
 
 __all__ = ["Infra", "Stack", "cluster_id", "free_port"]
@@ -78,7 +80,7 @@ def ensure_kafka_jars() -> Path:
     if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
         if shutil.which("mvn") is None:
             raise RuntimeError("Maven (mvn) is needed once to fetch Kafka's jars: apt-get install maven")
-        log.info("fetching Kafka's jars into %s (once)", KAFKA_LIBS)
+        log.info("fetching Kafka's jars from Maven Central into %s with Maven (once, about 30 s)", KAFKA_LIBS)
         subprocess.run(
             [
                 "mvn",
@@ -312,7 +314,10 @@ SERVICES = ("api", "processor", "query")
 
 @dataclass
 class Stack:
-    """The three services on top of an `Infra`, with a key prefix, topic and group of their own."""
+    """The three services on top of an `Infra`, with a key prefix, topic and group of their own.
+
+    `gateway_port`: also the front door (nginx) on that port (0: a free one; None: none); the
+    `Location` headers and the dashboard's order form then name the gateway's URL."""
 
     infra: Infra
     api_port: int = 8000
@@ -320,6 +325,8 @@ class Stack:
     processor_port: int = 8002
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
+    gateway_port: int | None = None
+    gateway: Gateway | None = None
 
     @property
     def api_url(self) -> str:
@@ -333,14 +340,25 @@ class Stack:
     def processor_url(self) -> str:
         return f"http://127.0.0.1:{self.processor_port}"
 
+    @property
+    def gateway_url(self) -> str | None:
+        """The front door's URL, None when the stack runs without it."""
+        return None if self.gateway_port is None else f"http://127.0.0.1:{self.gateway_port}"
+
     def service_env(self) -> dict[str, str]:
         """The environment passes through, but Kafka, Redis and the ports are the ones started here."""
+        front = self.gateway_url
+        # The dashboard (served by query) places orders on the api from the browser, through the
+        # gateway when there is one (same origin there; cross-origin from the query port).
+        origins = [self.query_url, f"http://localhost:{self.query_port}"]
+        if front:
+            origins += [front, f"http://localhost:{self.gateway_port}"]
         return {
             "BIND_HOST": "127.0.0.1",
-            "QUERY_PUBLIC_URL": self.query_url,
-            "API_PUBLIC_URL": self.api_url,
-            # The dashboard (served by query) places orders on the api from the browser.
-            "CORS_ORIGINS": f"{self.query_url},http://localhost:{self.query_port}",
+            # Location headers and the dashboard's form: the front door when it runs.
+            "QUERY_PUBLIC_URL": front or self.query_url,
+            "API_PUBLIC_URL": front or self.api_url,
+            "CORS_ORIGINS": ",".join(origins),
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
             "REDIS_URL": self.infra.redis_url,
@@ -355,13 +373,25 @@ class Stack:
         self.api_port = self.api_port or free_port()
         self.query_port = self.query_port or free_port()
         self.processor_port = self.processor_port or free_port()
-        for port in (self.api_port, self.query_port, self.processor_port):
+        if self.gateway_port is not None:
+            find_nginx()  # before anything starts: a missing nginx is said at once
+            self.gateway_port = self.gateway_port or free_port()
+        ports = [self.api_port, self.query_port, self.processor_port]
+        for port in [*ports, *([self.gateway_port] if self.gateway_port else [])]:
             _port_free(port)
         try:
             for name in SERVICES:
                 self.start_service(name)
             for name in SERVICES:
                 self.wait_ready(name)
+            if self.gateway_port is not None:
+                self.gateway = Gateway(
+                    self.infra.data_dir,
+                    api_port=self.api_port,
+                    query_port=self.query_port,
+                    port=self.gateway_port,
+                    bind_host=self.service_env()["BIND_HOST"],
+                ).start()
         except BaseException:
             self.stop()
             raise
@@ -396,6 +426,9 @@ class Stack:
         wait_until(key, lambda: httpx.get(url, timeout=2).status_code == 200, timeout, [proc])
 
     def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
         for proc in reversed(list(self.procs.values())):
             proc.stop()
         self.procs.clear()
