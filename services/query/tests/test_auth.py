@@ -201,6 +201,12 @@ def _bad_tokens(p: KeyProvider) -> dict[str, tuple[str, str]]:
         "tampered payload": (f"{header}.{tampered}.{signature}", "The token's signature does not verify"),
         "oversized": (p.sign(p.claims(pad="x" * 9000)), "The token is too large"),
         "no exp": (p.sign({k: v for k, v in p.claims().items() if k != "exp"}), "lacks a required claim"),
+        "exp past any time": (p.sign(p.claims(exp=10**400)), "The token's exp claim is not a valid time"),
+        "exp a string": (p.sign(p.claims(exp=str(now + 600))), "The token's exp claim is not a valid time"),
+        "nbf a string": (p.sign(p.claims(nbf=str(now))), "The token's nbf claim is not a valid time"),
+        "iat a string": (p.sign(p.claims(iat=str(now))), "The token's iat claim is not a valid time"),
+        "empty sub": (p.sign(p.claims(sub="")), "The token's subject (sub) is not valid"),
+        "sub not a string": (p.sign(p.claims(sub=1001)), "The token is malformed"),
     }
 
 
@@ -218,6 +224,12 @@ BAD = [
     "tampered payload",
     "oversized",
     "no exp",
+    "exp past any time",
+    "exp a string",
+    "nbf a string",
+    "iat a string",
+    "empty sub",
+    "sub not a string",
 ]
 
 

@@ -248,8 +248,9 @@ class Verifier:
                 return cached[0]
             del self._cache[token]
         claims = await self._verify(token)
+        exp = _checked_claims(claims)
         principal = self._principal(claims)
-        self._remember(token, principal, float(claims["exp"]), now)
+        self._remember(token, principal, exp, now)
         return principal
 
     async def _verify(self, token: str) -> dict[str, Any]:
@@ -361,6 +362,30 @@ class Verifier:
             for key in keys.keys
             if key.key_id and key.algorithm_name in self.algorithms and key.public_key_use in (None, "sig")
         }
+
+
+_LATEST_TIME = 253402300799
+"""9999-12-31T23:59:59Z: a NumericDate past it is no time a provider writes."""
+
+
+def _numeric_date(value: object) -> bool:
+    """A JSON number of seconds (RFC 7519 NumericDate) in 0..9999-12-31: not a string, a bool,
+    NaN or a number no float holds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value <= _LATEST_TIME  # False for NaN and the infinities too
+
+
+def _checked_claims(claims: dict[str, Any]) -> float:
+    """The token's `exp`, once its registered claims have the types and ranges RFC 7519 gives
+    them (PyJWT takes `"exp": "123"` and any integer); an AuthError (401) if not."""
+    for name in ("exp", "nbf", "iat"):
+        if (name in claims or name == "exp") and not _numeric_date(claims.get(name)):
+            raise AuthError(f"The token's {name} claim is not a valid time")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        raise AuthError("The token's subject (sub) is not valid")
+    return float(claims["exp"])
 
 
 def _user_id(raw: object) -> int | None:
