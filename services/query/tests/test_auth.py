@@ -370,6 +370,29 @@ async def test_a_stream_ticket_opens_one_stream_once(
     assert (await query.get(f"/api/orders?ticket={ticket}")).status_code == 401
 
 
+async def test_only_a_stream_route_uses_up_a_ticket(
+    query: httpx.AsyncClient, provider: KeyProvider, orders: dict[int, Order]
+) -> None:
+    a = bearer(provider.token(USER_A))
+    ticket = (await query.post("/api/orders/events/tickets", headers=a)).json()["data"]["ticket"]
+    order_id = orders[USER_A].order_id
+    for method, path in (
+        ("GET", "/api/orders/x/y/events"),  # shaped like a stream, but no route
+        ("GET", f"/api/orders/{order_id}/history/events"),
+        ("POST", "/api/orders/events"),  # the path of a stream, not its method
+        ("GET", f"/api/orders/{order_id}"),
+    ):
+        answer = await query.request(method, f"{path}?ticket={ticket}")
+        assert answer.status_code == 401, (method, path, answer.text)
+        assert "bearer token is required" in answer.json()["message"]
+    async with (
+        asyncio.timeout(20),
+        query.stream("GET", f"/api/orders/{order_id}/events?ticket={ticket}") as live,
+    ):
+        assert live.status_code == 200  # still unused
+        assert (await anext(read_events(live))).json()["orderId"] == order_id
+
+
 async def test_public_paths_need_no_token(query: httpx.AsyncClient) -> None:
     for path in (
         "/health/live",

@@ -53,6 +53,7 @@ from redis.exceptions import RedisError
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orders_contract.keys import Keys
@@ -97,8 +98,7 @@ PUBLIC_PATHS = frozenset(
 PUBLIC_PREFIXES = ("/health/", "/docs/assets/", "/dashboard/assets/", "/asyncapi/assets/")
 """Path prefixes served without a token: health checks and static files."""
 
-_STREAM_PATHS = ("/api/orders/events",)
-_STREAM_SUFFIX = "/events"
+_STREAM_ROUTES = frozenset({"/api/orders/events", "/api/orders/{orderId}/events"})
 """The live routes, which accept a stream ticket (`?ticket=`) as well as a bearer token."""
 
 
@@ -106,8 +106,14 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-def _is_stream(path: str) -> bool:
-    return path in _STREAM_PATHS or (path.startswith("/api/orders/") and path.endswith(_STREAM_SUFFIX))
+def _is_stream(scope: Scope) -> bool:
+    """Whether the request goes to a live route (its path and method): only there is a ticket
+    used up, never by a path merely shaped like one."""
+    routes = scope["app"].router.routes if "app" in scope else ()
+    return any(
+        getattr(route, "path", None) in _STREAM_ROUTES and route.matches(scope)[0] is Match.FULL
+        for route in routes
+    )
 
 
 def check_bind(settings: AuthSettings, bind_host: str) -> None:
@@ -432,7 +438,7 @@ class Auth:
         if not self.enabled:
             return ANONYMOUS
         token = _bearer(scope)
-        if token is None and _is_stream(scope["path"]):
+        if token is None and _is_stream(scope):
             ticket = _query_value(scope, "ticket")
             if ticket is not None:
                 return await self._use_ticket(ticket)
