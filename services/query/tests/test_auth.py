@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from orders_contract.models import Order
 from orders_contract.settings import AuthSettings
 from orders_query.app import create_app
+from orders_query.routes import live
 from orders_query.settings import Settings
 from orders_readmodel.store import OrderStore
 from orders_stack import free_port
@@ -391,6 +392,66 @@ async def test_only_a_stream_route_uses_up_a_ticket(
     ):
         assert live.status_code == 200  # still unused
         assert (await anext(read_events(live))).json()["orderId"] == order_id
+
+
+async def _noise(store: OrderStore, entries: int) -> list[str]:
+    """`entries` transitions of user B's in the update stream, straight; their positions."""
+    noise: dict[Any, Any] = {
+        "orderId": "01939a4e-0000-7000-8000-000000000001",
+        "userId": str(USER_B),
+        "status": "PLACED",
+    }
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for n in range(entries):
+            pipe.xadd(store.keys.updates, {**noise, "version": str(n)})
+        return [str(p) for p in await pipe.execute()]
+
+
+async def test_a_customer_s_catch_up_is_bounded_and_charged_to_the_rate_limit(
+    test_env: dict[str, str],
+    provider: KeyProvider,
+    serve: Any,
+    store: OrderStore,
+    new_order: Callable[..., Order],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(live, "CATCH_UP_ENTRIES", 1000)  # 10 requests' worth at 100 an entry
+    first, second = new_order(user_id=USER_A), new_order(user_id=USER_A)
+    await store.create(first)
+    noise = await _noise(store, 1500)
+    await store.create(second)
+    settings = oidc_settings(test_env, provider, rate_limit_requests=20, rate_limit_window_s=600)
+    a, staff = bearer(provider.token(USER_A)), bearer(provider.token(None, roles=["orders:staff"]))
+
+    async def events(path: str, after: str, headers: dict[str, str], count: int) -> list[Any]:
+        seen = []
+        async with (
+            asyncio.timeout(20),
+            client.stream("GET", path, headers={**headers, "Last-Event-ID": after}) as r,
+        ):
+            assert r.status_code == 200
+            async for event in read_events(r):
+                seen.append(event)
+                if len(seen) == count:
+                    return seen
+        return seen
+
+    async with serve(settings) as client:
+        # Not too far behind (700 entries): every own event after the position, once.
+        near = await events("/api/orders/events", noise[800], a, 1)
+        assert [(e.event, e.json()["orderId"]) for e in near] == [("PLACED", second.order_id)]
+        # Further behind than one catch-up reads: a reset, as for a trimmed position.
+        far = await events("/api/orders/events", "0-0", a, 2)
+        assert [e.event for e in far] == ["PLACED", "reset"]  # what the 1000 entries read held, then
+        assert far[1].json()["lastEventId"] == noise[998]  # the last entry read
+        one = await events(f"/api/orders/{first.order_id}/events", noise[0], a, 2)
+        assert [e.event for e in one] == ["reset", "PLACED"]  # then the order as it is now
+        # Staff catch up as before, however far.
+        all_of_a = await events(f"/api/orders/events?userId={USER_A}", "0-0", staff, 2)
+        assert [e.json()["orderId"] for e in all_of_a] == [first.order_id, second.order_id]
+        # What was read was charged: 3 requests, 7 + 10 + 10 pages of 100 entries: 30 > 20.
+        limited = await client.get("/api/orders", headers=a)
+        assert limited.status_code == 429
 
 
 async def test_public_paths_need_no_token(query: httpx.AsyncClient) -> None:

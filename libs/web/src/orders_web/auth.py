@@ -449,9 +449,14 @@ class Auth:
 
     async def limit(self, principal: Principal) -> Limited | None:
         """Count the request against the principal's window; `Limited` once over the limit."""
+        return await self.charge(principal, 1)
+
+    async def charge(self, principal: Principal, requests: int) -> Limited | None:
+        """Count `requests` against the principal's window (a request that costs as much as
+        several: a live stream's catch-up); `Limited` once over the limit."""
         s = self.settings
         allowed = s.rate_limit_requests if principal.role is Role.CUSTOMER else s.rate_limit_trusted_requests
-        if principal.role is Role.ANONYMOUS or allowed == 0:
+        if principal.role is Role.ANONYMOUS or allowed == 0 or requests <= 0:
             return None
         assert self._redis is not None
         now = time.time()
@@ -460,7 +465,7 @@ class Auth:
         # One round trip: the count, and the expiry (NX: set once) that only cleans up, as the
         # window's key is named by its number; sent with every count so no key outlives it.
         counting = asyncio.gather(
-            self._redis.command("INCR", key),
+            self._redis.command("INCRBY", key, requests),
             self._redis.command("EXPIRE", key, s.rate_limit_window_s * 2, "NX"),
         )
         try:
