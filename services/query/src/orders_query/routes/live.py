@@ -14,11 +14,11 @@ from orders_readmodel.stream import START, InvalidPosition, position_key
 from orders_web.auth import Auth, Principal
 from orders_web.http import OrderIdPath, envelope, parse_order_id
 
-from ..deps import AuthDep, HubDep, PrincipalDep, SettingsDep, StreamDep
+from ..deps import AuthDep, HubDep, PrincipalDep, SettingsDep, StreamDep, TicketsDep
 from ..live import CatchUpBudget, LiveStream, Routed, snapshot_frame
 from .orders import parse_status
 
-__all__ = ["EventStream", "router"]
+__all__ = ["TICKET_ROUTES", "EventStream", "router"]
 
 LastEventId = Annotated[
     str | None,
@@ -81,6 +81,9 @@ class EventStream(StreamingResponse):
 
 
 router = APIRouter(tags=["live"])
+
+TICKET_ROUTES = frozenset({"/api/orders/events", "/api/orders/{orderId}/events"})
+"""The routes that take a stream ticket (`?ticket=`) instead of a bearer token."""
 
 CATCH_UP_ENTRIES = 10_000
 """Update stream entries one catch-up of a customer's stream reads at most: further behind
@@ -209,12 +212,12 @@ async def order_events(
     response_model=Envelope[StreamTicket],
     responses={503: _SSE_DOC[503]},
 )
-async def stream_ticket(auth: AuthDep, principal: PrincipalDep) -> Response:
+async def stream_ticket(tickets: TicketsDep, principal: PrincipalDep) -> Response:
     """Send it as `?ticket=` on `GET /api/orders/events` or `/api/orders/{orderId}/events`
     within `expiresIn` seconds; it opens one stream, once, as the principal of the token
     that asked for it. No token ever goes in a URL."""
-    ticket = await auth.issue_ticket(principal)
-    data = {"ticket": ticket, "expiresIn": auth.settings.stream_ticket_ttl_s}
+    ticket = await tickets.issue(principal)
+    data = {"ticket": ticket, "expiresIn": tickets.ttl_s}
     return envelope("Stream ticket", data, status_code=201)
 
 
