@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from orders_contract.models import OrderStatus
 from orders_readmodel.stream import Snapshot, Update, UpdateStream, position_key
 from orders_runtime import tracing
+from orders_runtime.backoff import Backoff
 from orders_web.metrics import ServiceMetrics
 
 __all__ = [
@@ -240,7 +241,7 @@ class Hub:
                     self._drop(sub)
 
     async def _run(self) -> None:
-        delay, failed = 0.1, False
+        backoff, failed = Backoff(first=0.1, cap=5.0), False
         while not self.stopping():
             try:
                 if not self._ready.is_set():
@@ -251,12 +252,13 @@ class Hub:
                 if self.stopping():
                     return
                 self.metrics.reader_errors.inc()
-                log.warning("reading the update stream failed (retrying in %.1fs): %r", delay, exc)
+                log.warning(
+                    "reading the update stream failed (retrying in %.1fs): %r", backoff.next_delay, exc
+                )
                 failed = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
                 continue
-            delay = 0.1
+            backoff.reset()
             if failed:
                 # Whatever happened meanwhile, each client checks the stream from its own position.
                 failed = False
