@@ -87,7 +87,7 @@ TICKET_ROUTES = frozenset({"/api/orders/events", "/api/orders/{orderId}/events"}
 
 CATCH_UP_ENTRIES = 10_000
 """Update stream entries one catch-up of a customer's stream reads at most: further behind
-(about 10 s of a busy shop), the stream answers `reset`, as for a trimmed position."""
+(10 s of 1,000 transitions a second), the stream answers `reset`, as for a trimmed position."""
 ENTRIES_PER_REQUEST = 100
 """A customer's catch-up costs one request of their rate limit per this many entries read."""
 
