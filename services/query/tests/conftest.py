@@ -5,14 +5,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
+from orders_contract.models import Order
 from orders_query.app import create_app
 from orders_query.settings import Settings
+from orders_readmodel.store import OrderStore
 from orders_stack import free_port
+
+from .oidc_provider import USER_A, USER_B, KeyProvider, oidc_settings
 
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -45,3 +50,29 @@ async def _serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 def serve() -> Serve:
     """`async with serve(settings) as client`: the query app on a real server."""
     return _serve
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[KeyProvider]:
+    running = KeyProvider()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def query(
+    test_env: dict[str, str], provider: KeyProvider, serve: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(oidc_settings(test_env, provider)) as client:
+        yield client
+
+
+@pytest.fixture
+async def orders(store: OrderStore, new_order: Callable[..., Order]) -> dict[int, Order]:
+    """One order of user A, one of user B."""
+    placed = {user: new_order(user_id=user) for user in (USER_A, USER_B)}
+    for order in placed.values():
+        await store.create(order)
+    return placed

@@ -276,16 +276,22 @@ class DirectRoutes:
     """Serves the app's `DirectRoute`s from the middleware stack (installed innermost, so the
     body limit and CORS still apply); everything else goes on to the router."""
 
-    def __init__(self, app: ASGIApp, fastapi: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, fastapi: FastAPI | None = None) -> None:
+        """`fastapi`: the app whose routes are served; by default the one the request is for
+        (`scope["app"]`), so that the middleware can be listed before the app exists."""
         self.app = app
         self.fastapi = fastapi
         self._table: dict[str, list[tuple[DirectRoute, _Earlier]]] | None = None
         self._built_for = 0
 
-    def _routes(self) -> dict[str, list[tuple[DirectRoute, _Earlier]]]:
+    def _app(self, scope: Scope) -> FastAPI:
+        app: FastAPI = self.fastapi or scope["app"]
+        return app
+
+    def _routes(self, scope: Scope) -> dict[str, list[tuple[DirectRoute, _Earlier]]]:
         """Per method, each direct route with what the router would try first (built at the
         first request, and again when the number of routes changes)."""
-        routes = self.fastapi.router.routes
+        routes = self._app(scope).router.routes
         if self._table is None or self._built_for != len(routes):
             self._built_for = len(routes)
             table: dict[str, list[tuple[DirectRoute, _Earlier]]] = {}
@@ -306,7 +312,7 @@ class DirectRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
             path = scope["path"]
-            for route, (paths, others) in self._routes().get(scope["method"], ()):
+            for route, (paths, others) in self._routes(scope).get(scope["method"], ()):
                 match = route.path_regex.match(path)
                 if match is None:
                     continue
@@ -328,10 +334,11 @@ class DirectRoutes:
 
     async def _serve(self, route: DirectRoute, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
+        app = self._app(scope)
         try:
-            response: Response | None = await route.call(request, self.fastapi.dependency_overrides)
+            response: Response | None = await route.call(request, app.dependency_overrides)
         except Exception as exc:
-            handler = self._handler(exc)
+            handler = self._handler(app, exc)
             if handler is None:
                 raise
             if asyncio.iscoroutinefunction(handler):
@@ -342,8 +349,10 @@ class DirectRoutes:
         if response is not None:
             await response(scope, receive, send)
 
-    def _handler(self, exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]] | None:
-        handlers: Mapping[Any, Any] = self.fastapi.exception_handlers
+    def _handler(
+        self, app: FastAPI, exc: Exception
+    ) -> Callable[[Request, Exception], Awaitable[Response]] | None:
+        handlers: Mapping[Any, Any] = app.exception_handlers
         # A handler for 500 (like one for Exception) belongs to the server-error middleware.
         if isinstance(exc, HTTPException) and exc.status_code != 500 and exc.status_code in handlers:
             return cast(Callable[[Request, Exception], Awaitable[Response]], handlers[exc.status_code])

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -32,10 +33,13 @@ __all__ = [
     "Checks",
     "NotReady",
     "OrderIdPath",
+    "body_limit_middleware",
+    "cors_middleware",
     "envelope",
     "field_errors",
     "health_router",
     "install_common",
+    "install_error_handlers",
     "parse_order_id",
     "redis_error_text",
     "redis_refusal",
@@ -229,7 +233,39 @@ def _count_redis_error(request: Request) -> None:
 
 def install_common(app: FastAPI, cors_origins: str = "") -> None:
     """Error handlers that keep every answer in the envelope, the fast path, Starlette's
-    body limit (64 KiB; a direct route may set its own) and, when origins are named, CORS."""
+    body limit (64 KiB; a direct route may set its own) and, when origins are named, CORS
+    (for an app that lists no middleware of its own: the processor's health app)."""
+    install_error_handlers(app)
+    app.add_middleware(DirectRoutes)  # the first added is the innermost
+    app.add_middleware(_BodyLimit, max_body_size=MAX_BODY_BYTES)
+    for cors in reversed(cors_middleware(cors_origins)):
+        app.add_middleware(cors.cls, *cors.args, **cors.kwargs)
+
+
+def cors_middleware(cors_origins: str) -> list[Middleware]:
+    """CORS for the comma-separated origins; none (an empty list) when no origin is named."""
+    origins = [o.strip() for o in cors_origins.split(",") if o.strip()]
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["Location", "Retry-After"],
+        )
+    ]
+
+
+def body_limit_middleware() -> Middleware:
+    """Starlette's body limit (64 KiB; a direct route may set its own), its 413 in the envelope."""
+    return Middleware(_BodyLimit, max_body_size=MAX_BODY_BYTES)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Error handlers that keep every answer in the envelope: HTTP errors, invalid requests,
+    Redis down or refusing (503), anything unexpected (500)."""
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -260,18 +296,6 @@ def install_common(app: FastAPI, cors_origins: str = "") -> None:
         _count_redis_error(request)
         log.warning("redis refused on %s %s: %s", request.method, request.url.path, redis_error_text(exc))
         return unavailable("The order store refuses requests for now; try again shortly")
-
-    app.add_middleware(DirectRoutes, fastapi=app)  # the first added is the innermost
-    app.add_middleware(_BodyLimit, max_body_size=MAX_BODY_BYTES)
-    origins = [o.strip() for o in cors_origins.split(",") if o.strip()]
-    if origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["*"],
-            expose_headers=["Location", "Retry-After"],
-        )
 
 
 def health_router(checks: Checks, timeout: float = 2.0) -> APIRouter:

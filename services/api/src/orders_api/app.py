@@ -5,14 +5,22 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from orders_readmodel.store import OrderStore
 from orders_runtime import tracing
-from orders_web.auth import check_bind, install_auth
+from orders_web.auth import Auth, AuthMiddleware, check_bind, install_auth
 from orders_web.docs import install_docs
 from orders_web.elsewhere import install_elsewhere
-from orders_web.fastpath import include
-from orders_web.http import NO_TELEMETRY, health_router, install_common, redis_write_check
+from orders_web.fastpath import DirectRoutes, include
+from orders_web.http import (
+    NO_TELEMETRY,
+    body_limit_middleware,
+    cors_middleware,
+    health_router,
+    install_error_handlers,
+    redis_write_check,
+)
 from orders_web.metrics import RequestMetrics, ServiceMetrics
 from orders_web.openapi import openapi_tags, operation_id, versioned_openapi
 from orders_web.serving import freeze_startup_heap
@@ -26,6 +34,11 @@ __all__ = ["create_app"]
 
 REDIS_TIMEOUT = 2.0
 """Longest wait for one Redis command on a request's path."""
+
+PUBLIC_PATHS = ("/", "/asyncapi.json", "/asyncapi")
+"""Served without a token besides the toolkit's own (docs, OpenAPI, health, metrics): the
+redirect to /docs and the event contract, as a document and as a page."""
+PUBLIC_PREFIXES = ("/asyncapi/assets/",)
 
 
 @asynccontextmanager
@@ -49,6 +62,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    check_bind(settings, settings.bind_host)
+    metrics = ServiceMetrics("api")
+    auth = Auth(settings, PUBLIC_PATHS, PUBLIC_PREFIXES)
     app = FastAPI(
         title="Order ingest API",
         version="1.0.0",
@@ -60,16 +77,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=NO_TELEMETRY,
         docs_url=None,
         redoc_url=None,
+        # In the order a request meets them.
+        middleware=[
+            Middleware(RequestMetrics, metrics=metrics),  # sees every answer, 401s and 429s too
+            *cors_middleware(settings.cors_origins),  # before access control: a browser reads a 401
+            Middleware(AuthMiddleware, auth=auth),  # before any route, the fast path's too
+            body_limit_middleware(),
+            Middleware(DirectRoutes),  # the fast path, innermost
+        ],
     )
-    versioned_openapi(app)
-    app.state.settings = settings = settings or get_settings()
-    check_bind(settings, settings.bind_host)
-    install_common(app, settings.cors_origins)
-    install_auth(app, settings)
-    install_elsewhere(app, "query", settings.query_public_url)
-    app.state.metrics = metrics = ServiceMetrics("api")
+    versioned_openapi(app)  # before install_auth, which adds the security schemes to its document
+    app.state.settings = settings
+    app.state.metrics = metrics
     app.state.send_metrics = SendMetrics(metrics)
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    install_error_handlers(app)
+    install_auth(app, auth)
+    install_elsewhere(app, "query", settings.query_public_url)
     # Redis is ready when it takes a write: a full or read-only Redis still answers PING.
     health = health_router(
         lambda request: {
@@ -81,5 +104,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include(app, home.router, asyncapi.router, orders.router, health, metrics.router())
     install_docs(app)
     if tracing.setup("api", app.state.settings):
-        tracing.instrument(app)
+        tracing.instrument(app)  # OpenTelemetry's middleware, outermost, when tracing is on
     return app

@@ -8,15 +8,16 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from starlette.middleware import Middleware
 
 from orders_readmodel.store import OrderStore
 from orders_readmodel.stream import UpdateStream
 from orders_runtime import tracing
-from orders_web.auth import check_bind, install_auth
+from orders_web.auth import Auth, AuthMiddleware, check_bind, install_auth
 from orders_web.docs import install_docs
 from orders_web.elsewhere import install_elsewhere
-from orders_web.fastpath import include
-from orders_web.http import NO_TELEMETRY, health_router, install_common
+from orders_web.fastpath import DirectRoutes, include
+from orders_web.http import NO_TELEMETRY, body_limit_middleware, health_router, install_error_handlers
 from orders_web.metrics import RequestMetrics, ServiceMetrics
 from orders_web.openapi import openapi_tags, operation_id, versioned_openapi
 from orders_web.serving import freeze_startup_heap
@@ -25,11 +26,17 @@ from .deps import get_store
 from .live import Hub, LiveMetrics
 from .routes import dashboard, live, orders
 from .settings import Settings, get_settings
+from .tickets import StreamTickets
 
 __all__ = ["create_app"]
 
 REDIS_TIMEOUT = 5.0
 """Longest wait for one Redis command: a hung Redis gives 503s, not requests that never end."""
+
+PUBLIC_PATHS = ("/", "/dashboard")
+"""Served without a token besides the toolkit's own (docs, OpenAPI, health, metrics): the index
+page and the dashboard's page; everything the dashboard reads needs a token."""
+PUBLIC_PREFIXES = ("/dashboard/assets/",)
 
 
 @asynccontextmanager
@@ -52,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.hub = hub = Hub(
         UpdateStream(reader, store.keys), buffer=settings.sse_client_buffer, metrics=app.state.live_metrics
     )
+    app.state.tickets.start(store.redis, store.keys)
     try:
         await app.state.auth.start(store.redis, store.keys)
         await hub.start()
@@ -70,6 +78,11 @@ def _task_count() -> int:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    check_bind(settings, settings.bind_host)
+    metrics = ServiceMetrics("query")
+    tickets = StreamTickets(settings.stream_ticket_ttl_s)
+    auth = Auth(settings, PUBLIC_PATHS, PUBLIC_PREFIXES, ticket_routes=live.TICKET_ROUTES, tickets=tickets)
     app = FastAPI(
         title="Order query API",
         version="1.0.0",
@@ -80,19 +93,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=NO_TELEMETRY,
         docs_url=None,
         redoc_url=None,
+        # In the order a request meets them (no CORS: the dashboard is served from here).
+        middleware=[
+            Middleware(RequestMetrics, metrics=metrics),  # sees every answer, 401s and 429s too
+            Middleware(AuthMiddleware, auth=auth),  # before any route, the fast path's too
+            body_limit_middleware(),
+            Middleware(DirectRoutes),  # the fast path, innermost
+        ],
     )
-    versioned_openapi(app)
-    app.state.settings = settings = settings or get_settings()
-    check_bind(settings, settings.bind_host)
-    install_common(app)
-    install_auth(app, settings)
+    versioned_openapi(app)  # before install_auth, which adds the security schemes to its document
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.tickets = tickets
+    install_error_handlers(app)
+    install_auth(app, auth)
     install_elsewhere(app, "api", settings.api_public_url)
-    app.state.metrics = metrics = ServiceMetrics("query")
     metrics.process_gauge(
         "asyncio_tasks", "Tasks in the event loop of the process that answers (per worker).", _task_count
     )
     app.state.live_metrics = LiveMetrics(metrics)  # exported from the start, at 0
-    app.add_middleware(RequestMetrics, metrics=metrics)
     # The query service only reads, and a full (OOM) or read-only Redis still serves plain
     # reads: so a PING, not the write probe of the api and the processor. (Its reads queued
     # in MULTI are refused while Redis is full: those requests answer 503.)
@@ -102,5 +121,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include(app, live.router, orders.router, health, metrics.router(), dashboard.router)
     install_docs(app)
     if tracing.setup("query", app.state.settings):
-        tracing.instrument(app)
+        tracing.instrument(app)  # OpenTelemetry's middleware, outermost, when tracing is on
     return app

@@ -12,6 +12,7 @@ from orders_web.http import state_getter
 
 from .live import Hub
 from .settings import Settings
+from .tickets import StreamTickets
 
 __all__ = [
     "AuthDep",
@@ -20,6 +21,7 @@ __all__ = [
     "SettingsDep",
     "StoreDep",
     "StreamDep",
+    "TicketsDep",
     "get_hub",
     "get_settings",
     "get_store",
@@ -31,6 +33,7 @@ get_stream = state_getter("stream", UpdateStream)
 get_hub = state_getter("hub", Hub)
 get_settings = state_getter("settings", Settings)
 get_auth = state_getter("auth", Auth)
+get_tickets = state_getter("tickets", StreamTickets)
 
 StoreDep = Annotated[OrderStore, Depends(get_store)]
 StreamDep = Annotated[UpdateStream, Depends(get_stream)]
@@ -38,3 +41,4 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AuthDep = Annotated[Auth, Depends(get_auth)]
+TicketsDep = Annotated[StreamTickets, Depends(get_tickets)]

@@ -11,13 +11,20 @@ told to `reset`.
 `LiveStream` is one client's stream. Its position is always the id of the
 last stream entry it has accounted for, so with `Last-Event-ID` a reconnect
 resumes with no gap and no repeat.
+
+Catching up reads every entry between the client's position and the hub's,
+whoever they concern. A customer's stream does so within a `CatchUpBudget`:
+at most so many entries per catch-up (further behind, it gets the `reset` of
+a trimmed position), each page read charged to the customer's rate limit, so
+that the work a customer causes stays in proportion to what they may ask.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 from opentelemetry.trace import SpanKind
@@ -27,9 +34,19 @@ from redis.exceptions import RedisError
 from orders_contract.models import OrderStatus
 from orders_readmodel.stream import Snapshot, Update, UpdateStream, position_key
 from orders_runtime import tracing
+from orders_runtime.backoff import Backoff
 from orders_web.metrics import ServiceMetrics
 
-__all__ = ["Event", "Hub", "LiveMetrics", "LiveStream", "Subscription", "reset_frame"]
+__all__ = [
+    "CatchUpBudget",
+    "Event",
+    "Hub",
+    "LiveMetrics",
+    "LiveStream",
+    "Routed",
+    "Subscription",
+    "reset_frame",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +103,26 @@ def reset_frame(stale: str, position: str | None) -> bytes:
     return frame if position is None else b"id: %s\n" % position.encode() + frame
 
 
-Match = Callable[[Event], bool]
+class Routed(Protocol):
+    """What a stream's filter looks at: an `Event`, or an `Update` not encoded yet."""
+
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def status(self) -> OrderStatus: ...
+
+
+Match = Callable[[Routed], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpBudget:
+    """How much of the update stream one catch-up of a stream may read."""
+
+    entries: int
+    """Entries read at most: a client further behind gets a `reset`, as for a trimmed position."""
+    charge: Callable[[int], Awaitable[None]]
+    """Called with the number of entries each page read held (the rate limit's cost)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -205,7 +241,7 @@ class Hub:
                     self._drop(sub)
 
     async def _run(self) -> None:
-        delay, failed = 0.1, False
+        backoff, failed = Backoff(first=0.1, cap=5.0), False
         while not self.stopping():
             try:
                 if not self._ready.is_set():
@@ -216,12 +252,13 @@ class Hub:
                 if self.stopping():
                     return
                 self.metrics.reader_errors.inc()
-                log.warning("reading the update stream failed (retrying in %.1fs): %r", delay, exc)
+                log.warning(
+                    "reading the update stream failed (retrying in %.1fs): %r", backoff.next_delay, exc
+                )
                 failed = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
                 continue
-            delay = 0.1
+            backoff.reset()
             if failed:
                 # Whatever happened meanwhile, each client checks the stream from its own position.
                 failed = False
@@ -249,6 +286,8 @@ class LiveStream:
     match: Match
     heartbeat: float
     final: bool = False
+    budget: CatchUpBudget | None = None
+    """What one catch-up may read (customers' streams); None: the whole stream if need be."""
     done: bool = False
     """Set once the client holds a final status (order streams end there)."""
     sub: Subscription = field(init=False)
@@ -278,20 +317,26 @@ class LiveStream:
             if await self.stream.updates_after(self.last, self.last, 1) is None:
                 yield await self._reset(until)
             return
+        left = self.budget.entries if self.budget is not None else None
         while position_key(self.last) < position_key(until):
-            page = await self.stream.updates_after(self.last, until, 500)
+            if left is not None and left <= 0:
+                yield await self._reset(until)  # too far behind for one catch-up
+                return
+            page = await self.stream.updates_after(self.last, until, 500 if left is None else min(500, left))
             if page is None:
                 yield await self._reset(until)
                 return
             if not page:
                 break
+            if self.budget is not None and left is not None:
+                left -= len(page)
+                await self.budget.charge(len(page))
             for update in page:
                 self.last = update.position
                 if self.order_id is not None and update.order_id != self.order_id:
                     continue  # the fan-out routes by order; catching up from Redis must too
-                event = to_event(update)
-                if self.match(event):
-                    yield event
+                if self.match(update):  # encoded only when sent
+                    yield to_event(update)
         if position_key(self.last) < position_key(until):
             self.last = until
 

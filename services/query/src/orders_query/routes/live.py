@@ -2,6 +2,7 @@
 `Last-Event-ID`. The fan-out behind them is ../live.py."""
 
 from collections.abc import AsyncIterator, Callable
+from math import ceil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -10,13 +11,14 @@ from starlette.types import Receive, Scope, Send
 
 from orders_contract.models import MAX_USER_ID, Envelope, StreamTicket
 from orders_readmodel.stream import START, InvalidPosition, position_key
+from orders_web.auth import Auth, Principal
 from orders_web.http import OrderIdPath, envelope, parse_order_id
 
-from ..deps import AuthDep, HubDep, PrincipalDep, SettingsDep, StreamDep
-from ..live import Event, LiveStream, snapshot_frame
+from ..deps import AuthDep, HubDep, PrincipalDep, SettingsDep, StreamDep, TicketsDep
+from ..live import CatchUpBudget, LiveStream, Routed, snapshot_frame
 from .orders import parse_status
 
-__all__ = ["EventStream", "router"]
+__all__ = ["TICKET_ROUTES", "EventStream", "router"]
 
 LastEventId = Annotated[
     str | None,
@@ -80,6 +82,26 @@ class EventStream(StreamingResponse):
 
 router = APIRouter(tags=["live"])
 
+TICKET_ROUTES = frozenset({"/api/orders/events", "/api/orders/{orderId}/events"})
+"""The routes that take a stream ticket (`?ticket=`) instead of a bearer token."""
+
+CATCH_UP_ENTRIES = 10_000
+"""Update stream entries one catch-up of a customer's stream reads at most: further behind
+(10 s of 1,000 transitions a second), the stream answers `reset`, as for a trimmed position."""
+ENTRIES_PER_REQUEST = 100
+"""A customer's catch-up costs one request of their rate limit per this many entries read."""
+
+
+def _budget(auth: Auth, principal: Principal) -> CatchUpBudget | None:
+    """A customer's catch-up is bounded and charged; staff and service clients read all."""
+    if principal.reads_all:
+        return None
+
+    async def charge(entries: int) -> None:
+        await auth.charge(principal, ceil(entries / ENTRIES_PER_REQUEST))
+
+    return CatchUpBudget(CATCH_UP_ENTRIES, charge)
+
 
 @router.get(
     "/api/orders/events",
@@ -90,6 +112,7 @@ router = APIRouter(tags=["live"])
 async def follow_orders(
     updates: StreamDep,
     hub: HubDep,
+    auth: AuthDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     last_event_id: LastEventId = None,
@@ -108,11 +131,12 @@ async def follow_orders(
             raise HTTPException(404, f"No orders of user {user_id}")
         user_id = principal.user_id
 
-    def match(event: Event) -> bool:
+    def match(event: Routed) -> bool:
         return (user_id in (None, event.user_id)) and (wanted in (None, event.status))
 
     await hub.ready()
-    stream = LiveStream(hub, updates, None, match, settings.sse_heartbeat_ms / 1000)
+    heartbeat = settings.sse_heartbeat_ms / 1000
+    stream = LiveStream(hub, updates, None, match, heartbeat, budget=_budget(auth, principal))
     start = stream.sub.start
     if after is None:
         frames = stream.frames(b"id: %s\n\n" % start.encode(), start)
@@ -130,6 +154,7 @@ async def follow_orders(
 async def follow_order(
     updates: StreamDep,
     hub: HubDep,
+    auth: AuthDep,
     settings: SettingsDep,
     raw_id: OrderIdPath,
     principal: PrincipalDep,
@@ -144,11 +169,13 @@ async def follow_order(
     order_id = parse_order_id(raw_id)
     after = _resume_from(last_event_id, last_event_id_query)
 
-    def match(event: Event) -> bool:
+    def match(event: Routed) -> bool:
         return principal.may_read(event.user_id)
 
     await hub.ready()
-    stream = LiveStream(hub, updates, order_id, match, settings.sse_heartbeat_ms / 1000, final=True)
+    heartbeat = settings.sse_heartbeat_ms / 1000
+    budget = _budget(auth, principal)
+    stream = LiveStream(hub, updates, order_id, match, heartbeat, final=True, budget=budget)
     try:
         snapshot = await updates.snapshot(order_id)
     except BaseException:
@@ -185,12 +212,12 @@ async def follow_order(
     response_model=Envelope[StreamTicket],
     responses={503: _SSE_DOC[503]},
 )
-async def create_stream_ticket(auth: AuthDep, principal: PrincipalDep) -> Response:
+async def create_stream_ticket(tickets: TicketsDep, principal: PrincipalDep) -> Response:
     """Send it as `?ticket=` on `GET /api/orders/events` or `/api/orders/{orderId}/events`
     within `expiresIn` seconds; it opens one stream, once, as the principal of the token
     that asked for it. No token ever goes in a URL."""
-    ticket = await auth.issue_ticket(principal)
-    data = {"ticket": ticket, "expiresIn": auth.settings.stream_ticket_ttl_s}
+    ticket = await tickets.issue(principal)
+    data = {"ticket": ticket, "expiresIn": tickets.ttl_s}
     return envelope("Stream ticket", data, status_code=201)
 
 
