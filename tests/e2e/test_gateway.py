@@ -95,7 +95,10 @@ async def test_the_root_docs_dashboard_and_health(front: httpx.AsyncClient, gate
     assert "swagger" in docs.text.lower()
     openapi = await front.get("/openapi.json")
     assert openapi.status_code == 200
-    assert "/api/orders/{orderId}" in openapi.json()["paths"]
+    paths = openapi.json()["paths"]
+    assert "get" in paths["/api/orders/{orderId}"], "the query service's reads"
+    assert {"get", "post"} <= set(paths["/api/orders"]), "one document: the api's writes beside the reads"
+    assert "post" in paths["/api/orders/batch"]
     dashboard = await front.get("/dashboard")
     assert dashboard.status_code == 200
     assert f'<meta name="orders-api" content="{gateway_url}">' in dashboard.text, (

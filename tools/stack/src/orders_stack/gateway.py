@@ -2,7 +2,7 @@
 
 The routing is infra/gateway/routes.conf, the file docker compose mounts too; this
 module writes only what differs here: the upstreams' loopback ports, the listen
-address, and pid, temp and log paths under the stack's data dir (nothing under
+address, where docs/openapi is, and pid, temp and log paths under the stack's data dir (nothing under
 /etc/nginx or /var). nginx runs in the foreground (`daemon off;`) like every other
 process of the stack, its error and access logs in logs/gateway.log.
 """
@@ -20,6 +20,8 @@ from .procs import Proc, wait_until
 __all__ = ["ROUTES", "Gateway", "find_nginx"]
 
 ROUTES = Path(__file__).resolve().parents[4] / "infra" / "gateway" / "routes.conf"
+OPENAPI_DIR = Path(__file__).resolve().parents[4] / "docs" / "openapi"
+"""Where the front door's OpenAPI document is (front-door.json, written by `make openapi`)."""
 
 # Connections nginx keeps to a service end before the service's own idle timeout
 # (HTTP_IDLE_TIMEOUT_S, 5 s) would close them under a request.
@@ -93,7 +95,7 @@ http {{
 
     def listen(self) -> str:
         host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
-        return f"listen {host}:{self.port};\n"
+        return f"listen {host}:{self.port};\nset $orders_openapi_dir {OPENAPI_DIR};\n"
 
     def write_config(self) -> Path:
         """Write nginx.conf and listen.conf under the data dir; returns the main file."""
