@@ -1,4 +1,4 @@
-"""`python -m orders_processor.dlq` (`make dlq ARGS=...`): list, filter and redrive dead letters.
+"""`python -m orders_processor.commands.dlq` (`make dlq ARGS=...`): list, filter and redrive dead letters.
 
     list     [filters]              every dead letter: where it is, why, where it came from, when
     redrive  [filters] [--dry-run]  send the chosen ones back to the orders topic
@@ -31,8 +31,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from orders_kafka.clients import ensure_topics, new_producer, stop_bounded
 
-from .deadletter import DLQ_HEADERS, OFFSET, ORIGIN, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC, header
-from .settings import Settings, get_settings
+from ..deadletter import DLQ_HEADERS, OFFSET, ORIGIN, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC, header
+from ..settings import Settings, get_settings
 
 __all__ = ["DeadLetter", "Filters", "main", "newest_of_chains", "read_dead_letters", "redrive"]
 

@@ -1,4 +1,4 @@
-"""`python -m orders_processor.rebuild` (`make rebuild`): the read model again, from Kafka alone.
+"""`python -m orders_processor.commands.rebuild` (`make rebuild`): the read model again, from Kafka alone.
 
 Reads the status topic (`KAFKA_STATUS_TOPIC`) from its start with read_committed,
 up to its end when the rebuild began, and writes every event into a fresh read
@@ -22,25 +22,22 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from orders_contract.events import POSITION_HEADER, OrderStatusChangedEvent, decode_status_event
 from orders_contract.keys import Keys
-from orders_contract.models import OrderStatus
 from orders_kafka.clients import start_reader, stop_bounded
+from orders_readmodel.store import OrderStore
 from orders_readmodel.stream import position_key
 from orders_web.serving import configure_logging
 
-from .settings import Settings, get_settings
+from ..settings import Settings, get_settings
 
-__all__ = ["Rebuilt", "main", "rebuild"]
+__all__ = ["NotFresh", "Rebuilt", "main", "rebuild"]
 
 log = logging.getLogger("orders_processor.rebuild")
-
-_FLUSH = 500
 
 
 class NotFresh(RuntimeError):
@@ -55,17 +52,19 @@ class Rebuilt:
         self.orders = 0
         self.repeats = 0
         self.gaps = 0
+        self.newest: tuple[str, OrderStatusChangedEvent] | None = None
+        """The applied event with the highest stream position, and that position."""
 
 
-async def rebuild(settings: Settings, redis: Redis, keys: Keys) -> Rebuilt:
-    """Rebuild the read model under `keys` in `redis` from the status topic."""
-    if await redis.exists(keys.all_orders, keys.updates):
-        raise NotFresh(f"the target already holds orders under the prefix {keys.prefix!r}")
+async def rebuild(settings: Settings, store: OrderStore) -> Rebuilt:
+    """Rebuild the read model of `store` (which must hold none) from the status topic. Every
+    write is the store's (orders.lua's `orders_restore`, `orders_restore_stream`)."""
+    if await store.holds_orders():
+        raise NotFresh(f"the target already holds orders under the prefix {store.keys.prefix!r}")
+    await store.load_functions()
     topic = settings.kafka_status_topic
     consumer, partitions = await start_reader(settings, topic)
     done = Rebuilt()
-    applied: dict[str, tuple[int, OrderStatus]] = {}
-    last: tuple[str, OrderStatusChangedEvent] | None = None
     try:
         if not partitions:
             raise RuntimeError(f"topic {topic!r} does not exist")
@@ -73,81 +72,55 @@ async def rebuild(settings: Settings, redis: Redis, keys: Keys) -> Rebuilt:
         end = await consumer.end_offsets(partitions)
         remaining = {tp for tp in partitions if end[tp] > 0}
         while remaining:
-            pipe = redis.pipeline(transaction=False)
-            for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
-                for record in records:
-                    if record.offset >= end[tp]:
-                        continue
-                    position = dict(record.headers)[POSITION_HEADER].decode()
-                    event = decode_status_event(record.value)
-                    if _apply(pipe, keys, event, position, applied, done) and (
-                        last is None or position_key(position) > position_key(last[0])
-                    ):
-                        last = (position, event)
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-            await pipe.execute()
-        if last is not None:
-            position, event = last
-            await redis.xadd(keys.updates, _stream_fields(event), id=position)
+            events = await _next_events(consumer, remaining, end)
+            _count(done, events, await store.restore_all([(e.data, e.time, p) for p, e in events]))
+        if done.newest is not None:
+            position, event = done.newest
+            await store.restore_stream(event.data.order_id, position, event.time)
     finally:
         await stop_bounded(consumer, "rebuild consumer stop")
-    done.orders = len(applied)
     return done
 
 
-def _apply(
-    pipe: Any,
-    keys: Keys,
-    event: OrderStatusChangedEvent,
-    position: str,
-    applied: dict[str, tuple[int, OrderStatus]],
-    done: Rebuilt,
-) -> bool:
-    """Queue the writes of one event; False for a version already applied (a repeat)."""
-    order = event.data
-    version, status = applied.get(order.order_id, (0, None))
-    if order.version <= version:
-        done.repeats += 1
-        return False
-    if order.version != version + 1:
-        done.gaps += 1
-        log.warning(
-            "order %s: version %d follows %d (events missing)", order.order_id, order.version, version
-        )
-    fields = {name: str(value) for name, value in order.model_dump(mode="json").items() if value is not None}
-    pipe.delete(keys.order(order.order_id))
-    pipe.hset(keys.order(order.order_id), mapping=fields)
-    pipe.zadd(keys.all_orders, {order.order_id: 0})
-    pipe.zadd(keys.by_user(order.user_id), {order.order_id: 0})
-    if status is not None and status != order.status:
-        pipe.zrem(keys.by_status(status), order.order_id)
-    pipe.zadd(keys.by_status(order.status), {order.order_id: 0})
-    entry = {"status": order.status.value, "at": event.time, "version": order.version, "position": position}
-    pipe.rpush(keys.history(order.order_id), orjson.dumps(entry))
-    applied[order.order_id] = (order.version, order.status)
-    done.events += 1
-    return True
+async def _next_events(
+    consumer: AIOKafkaConsumer, remaining: set[TopicPartition], end: dict[TopicPartition, int]
+) -> list[tuple[str, OrderStatusChangedEvent]]:
+    """The next fetched events before `end` (with their stream positions), in partition order;
+    a partition read to its end leaves `remaining`."""
+    events = []
+    for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
+        for record in records:
+            if record.offset < end[tp]:
+                position = dict(record.headers)[POSITION_HEADER].decode()
+                events.append((position, decode_status_event(record.value)))
+        if await consumer.position(tp) >= end[tp]:
+            remaining.discard(tp)
+    return events
 
 
-def _stream_fields(event: OrderStatusChangedEvent) -> dict[Any, Any]:
-    """An update stream entry for `event`, as orders.lua's `record` writes it."""
-    order = event.data
-    hash_fields = {k: str(v) for k, v in order.model_dump(mode="json").items() if v is not None}
-    return {
-        "orderId": order.order_id,
-        "userId": order.user_id,
-        "status": order.status.value,
-        "version": order.version,
-        "at": event.time,
-        "order": orjson.dumps(hash_fields).decode(),
-    }
+def _count(
+    done: Rebuilt, events: list[tuple[str, OrderStatusChangedEvent]], before: list[int | None]
+) -> None:
+    for (position, event), version in zip(events, before, strict=True):
+        order = event.data
+        if version is None:
+            done.repeats += 1
+            continue
+        if order.version != version + 1:
+            done.gaps += 1
+            log.warning(
+                "order %s: version %d follows %d (events missing)", order.order_id, order.version, version
+            )
+        done.events += 1
+        done.orders += version == 0
+        if done.newest is None or position_key(position) > position_key(done.newest[0]):
+            done.newest = (position, event)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(
-        prog="python -m orders_processor.rebuild", description=__doc__.split("\n")[0]
+        prog="python -m orders_processor.commands.rebuild", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--redis-url", default=settings.redis_url, help="the target Redis (default REDIS_URL)"
@@ -163,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run() -> Rebuilt:
         redis = Redis.from_url(args.redis_url, decode_responses=True)
         try:
-            return await rebuild(settings, redis, Keys(args.key_prefix))
+            return await rebuild(settings, OrderStore(redis, Keys(args.key_prefix)))
         finally:
             await redis.aclose()
 
