@@ -111,6 +111,7 @@ class KeyedConsumer:
         self._late_commit: asyncio.Task[None] | None = None
         """A commit that outlived its wait (Kafka away), left to end in the background."""
         self.assigned: set[TopicPartition] = set()
+        self._committer: asyncio.Task[None] | None = None
 
     # -- lifecycle: start, consume, release, stop ----------------------------
 
@@ -129,35 +130,38 @@ class KeyedConsumer:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             # Giving partitions up may take the drain plus a commit; the group waits that long.
-            rebalance_timeout_ms=int((c.drain_timeout + _COMMIT_TIMEOUT + 5) * 1000),
+            rebalance_timeout_ms=round((c.drain_timeout + _COMMIT_TIMEOUT + 5) * 1000),
         )
         consumer.subscribe([c.topic], listener=_Rebalance(self))
         return consumer
 
     async def consume(self, stopping: asyncio.Event) -> None:
-        """Fetch and hand out records, committing periodically, until `stopping` is set."""
+        """Fetch and hand out records, committing periodically (until `release_all`), until
+        `stopping` is set."""
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("consumer not started")
-        committer = asyncio.create_task(self._commit_periodically())
-        try:
-            limit = self._config.max_in_flight
-            while not stopping.is_set():
-                if self._in_flight >= limit:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._room.wait(), 0.1)
-                    continue
-                batches = await consumer.getmany(timeout_ms=100, max_records=limit - self._in_flight)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._start(tp, record)
-        finally:
-            committer.cancel()
+        self._committer = asyncio.create_task(self._commit_periodically())
+        limit = self._config.max_in_flight
+        while not stopping.is_set():
+            if self._in_flight >= limit:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 0.1)
+                continue
+            batches = await consumer.getmany(timeout_ms=100, max_records=limit - self._in_flight)
+            for tp, records in batches.items():
+                for record in records:
+                    self._start(tp, record)
 
     async def release_all(self) -> None:
-        """Before stopping: drain (bounded), commit and forget every partition."""
+        """Before stopping: drain (bounded), commit and forget every partition; then no more
+        periodic commits (one under way finishes first: the release waits for it)."""
         log.info("stopping: draining %d in-flight records", self._in_flight)
-        await self._release(set(self._offsets))
+        try:
+            await self._release(set(self._offsets))
+        finally:
+            if self._committer is not None:
+                self._committer.cancel()
 
     async def stop(self) -> None:
         """Leave the group (bounded)."""
