@@ -149,7 +149,7 @@ trace: install ## Print an order's trace from Jaeger as a tree with durations: m
 
 .PHONY: dlq
 dlq: install ## Dead letters: list, filter, redrive (make dlq ARGS="--help")
-	$(BIN)/python -m orders_processor.dlq $(ARGS)
+	$(BIN)/python -m orders_processor.commands.dlq $(ARGS)
 
 .PHONY: token
 token: install ## Print an access token of the running stack's provider (make up AUTH_MODE=oidc): USER=7 [ROLE=staff|service]
@@ -157,7 +157,7 @@ token: install ## Print an access token of the running stack's provider (make up
 
 .PHONY: rebuild
 rebuild: install ## Rebuild the read model from the status topic alone into a fresh Redis or prefix: ARGS="--key-prefix rebuilt:" or ARGS="--redis-url redis://..."
-	$(BIN)/python -m orders_processor.rebuild $(ARGS)
+	$(BIN)/python -m orders_processor.commands.rebuild $(ARGS)
 
 .PHONY: bench-tools
 bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if missing (root; else names the command)

@@ -7,7 +7,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from orders_contract.models import MAX_PRICE, Order, OrderCreate, OrderStatus, new_order_id, total_amount
+from orders_contract.models import (
+    MAX_PRICE,
+    Order,
+    OrderCreate,
+    OrderStatus,
+    new_order_id,
+    order_json,
+    total_amount,
+)
 
 VALID: dict[str, Any] = {"userId": 1, "productName": "Gaming Laptop", "quantity": 2, "price": 1299.99}
 
@@ -139,3 +147,18 @@ def test_final_statuses() -> None:
         OrderStatus.CANCELLED,
         OrderStatus.FAILED,
     }
+
+
+def test_order_json_reads_the_hash_text_as_the_model_would() -> None:
+    """order_json is the fast read of a hash: the JSON form of each field follows the model's own
+    serialization (no table of field types kept by hand)."""
+    placed = Order.place(parse(price=999999999.99, quantity=1000))
+    done = placed.model_copy(
+        update={"status": OrderStatus.COMPLETED, "processed_at": "p", "completed_at": "c", "version": 3}
+    )
+    for order in (placed, done):
+        text = {
+            name: str(value) for name, value in order.model_dump(mode="json").items() if value is not None
+        }
+        assert order_json(text) == order.model_dump(mode="json")
+        assert order_json(text) == Order.model_validate(text).model_dump(mode="json")

@@ -10,9 +10,12 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from orders_contract.keys import Keys
 from orders_contract.models import Order, order_json
 from orders_contract.models import OrderStatus as S
 from orders_readmodel.store import LIBRARY, InvalidCursor, OrderStore, decode_cursor, encode_cursor
+from orders_readmodel.stream import START
+from orders_stack.ledger import compare_read_models
 
 pytestmark = pytest.mark.redis
 
@@ -217,6 +220,8 @@ FUNCTIONS = {
     "orders_claim",
     "orders_hashes_json",
     "orders_stats",
+    "orders_restore",
+    "orders_restore_stream",
 }
 
 
@@ -348,3 +353,37 @@ async def test_the_page_reads_hashes_as_json_read_only(store: OrderStore, new_or
     assert texts[1:] == ["{}", "{}"]
     assert await store.redis.fcall_ro("orders_hashes_json", 0) == []
     assert await store.page(k.all_orders, 10) == ([order.model_dump(mode="json")], None)
+
+
+async def test_restore_writes_what_the_transitions_wrote(store: OrderStore, new_order: NewOrder) -> None:
+    """The rebuild's writes: each transition's order, time and position (as the status events
+    carry them) give the same hashes, indexes and histories, and the stream's newest entry."""
+    done, started, cancelled = new_order(user_id=1), new_order(user_id=2), new_order(user_id=1)
+    for order in (done, started, cancelled):
+        await store.create(order)
+    for order_id, status in [
+        (done.order_id, S.PROCESSING),
+        (started.order_id, S.PROCESSING),
+        (done.order_id, S.COMPLETED),
+        (cancelled.order_id, S.CANCELLED),
+    ]:
+        assert (await store.transition(order_id, status)).applied
+    updates = await store.stream().updates_after(START)
+    assert updates is not None
+    events = [
+        (Order.model_validate(orjson.loads(u.order_text or "")), u.at or "", u.position) for u in updates
+    ]
+    rebuilt = OrderStore(store.redis, Keys(store.keys.prefix + "rebuilt:"))
+    assert not await rebuilt.holds_orders()
+    await rebuilt.load_functions()
+    before = await rebuilt.restore_all([*events, events[3]])  # and a repeat
+    assert before == [0, 0, 0, 1, 1, 2, 1, None]
+    await rebuilt.restore_stream(events[-1][0].order_id, events[-1][2], events[-1][1])
+    assert await compare_read_models(store, rebuilt) == []
+
+    def readable(entries: Any) -> list[tuple[str, dict[str, Any]]]:  # the order's JSON text parsed
+        return [(at, {**fields, "order": orjson.loads(fields["order"])}) for at, fields in entries]
+
+    newest = readable(await store.redis.xrevrange(store.keys.updates, count=1))
+    assert readable(await store.redis.xrange(rebuilt.keys.updates)) == newest
+    assert await rebuilt.holds_orders()

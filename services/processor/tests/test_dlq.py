@@ -1,12 +1,19 @@
-"""`python -m orders_processor.dlq` on real Kafka: listing and filtering dead letters, redriving
+"""`python -m orders_processor.commands.dlq` on real Kafka: listing and filtering dead letters, redriving
 them (dry run first) with a replay count, and quarantine past the limit."""
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from orders_kafka.clients import ensure_topics
+from orders_processor.commands.dlq import (
+    DeadLetter,
+    Filters,
+    newest_of_chains,
+    read_dead_letters,
+    redrive,
+    run,
+)
 from orders_processor.deadletter import OFFSET, ORIGIN, PARTITION, REASON, REPLAY_COUNT, TIME, TOPIC
-from orders_processor.dlq import DeadLetter, Filters, newest_of_chains, read_dead_letters, redrive, run
 from orders_processor.settings import Settings
 from orders_stack.ledger import read_records
 

@@ -14,6 +14,7 @@ from orders_contract.keys import Keys
 from orders_contract.models import Order, utc_now
 from orders_contract.models import OrderStatus as S
 from orders_processor.health import create_health_app
+from orders_processor.metrics import current_value
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
 from orders_readmodel.store import OrderStore
@@ -40,10 +41,20 @@ def transitions(found: Samples, status: S) -> float:
     return found[("processor_order_transitions_total", frozenset({("status", status.value)}))]
 
 
+def applied(worker: Worker) -> dict[S, float]:
+    """The transitions the worker applied, by status (those it applied none of left out)."""
+    counter = worker.handlers.metrics.transitions
+    return {s: n for s in S if (n := current_value(counter, status=s.value))}
+
+
 async def test_the_workers_counters_keep_their_names() -> None:
     worker = Worker(Settings(), OrderStore(Redis(), Keys("test:metrics:")))  # never connects
-    m = worker.metrics
-    m.received, m.completed, m.replayed, m.abandoned, m.in_flight = 7, 5, 1, 1, 2
+    consumed, handled = worker.consumer.metrics, worker.handlers.metrics
+    consumed.received.inc(7)
+    handled.completed.inc(5)
+    handled.replayed.inc(1)
+    handled.abandoned.inc(1)
+    consumed.in_flight.set(2)
     app = create_health_app(worker)
     found = await scrape(app)
     assert unlabelled(found, "processor_orders_received_total") == 7
@@ -64,12 +75,12 @@ async def test_the_workers_counters_keep_their_names() -> None:
 async def test_transitions_are_counted_by_status(store: OrderStore, new_order: Callable[..., Order]) -> None:
     worker = Worker(Settings(processing_delay_ms=0), store)
     done, cancelled = new_order(), new_order()
-    await worker.advance(done)  # created, PROCESSING, COMPLETED
-    await worker.advance(done)  # a replay applies nothing
+    await worker.handlers.placed(done)  # created, PROCESSING, COMPLETED
+    await worker.handlers.placed(done)  # a replay applies nothing
     await store.create(cancelled)  # as the api writes it through
     event = decode_event(encode_cancelled(cancelled.order_id, utc_now()))
     assert isinstance(event, OrderCancelledEvent)
-    await worker.cancel(event)
+    await worker.handlers.cancelled(event)
     found = await scrape(create_health_app(worker))
     assert [transitions(found, s) for s in (S.PLACED, S.PROCESSING, S.COMPLETED, S.CANCELLED)] == [1, 1, 1, 1]
     assert unlabelled(found, "processor_orders_replayed_total") == 1
@@ -84,12 +95,12 @@ async def test_placed_is_counted_only_when_the_processor_created_the_order(
     await store.create(written_through)  # the api's write-through: PLACED is the api's
     await store.create(cancelled)
     await store.transition(cancelled.order_id, S.CANCELLED)  # the api cancelled it before
-    await worker.advance(written_through, "e1")
-    assert worker.metrics.transitions == {S.PROCESSING: 1, S.COMPLETED: 1}
-    await worker.advance(not_yet, "e2")  # the event came before (or without) the write-through
-    await worker.advance(not_yet, "e2")  # a replay creates nothing
-    await worker.advance(cancelled, "e3")
-    assert worker.metrics.transitions == {S.PLACED: 1, S.PROCESSING: 2, S.COMPLETED: 2}
+    await worker.handlers.placed(written_through, "e1")
+    assert applied(worker) == {S.PROCESSING: 1, S.COMPLETED: 1}
+    await worker.handlers.placed(not_yet, "e2")  # the event came before (or without) the write-through
+    await worker.handlers.placed(not_yet, "e2")  # a replay creates nothing
+    await worker.handlers.placed(cancelled, "e3")
+    assert applied(worker) == {S.PLACED: 1, S.PROCESSING: 2, S.COMPLETED: 2}
     found = await scrape(create_health_app(worker))
     assert transitions(found, S.PLACED) == 1
 

@@ -12,7 +12,8 @@ from aiokafka.errors import CommitFailedError, UnknownMemberIdError
 from redis.asyncio import Redis
 
 from orders_contract.keys import Keys
-from orders_processor import worker as worker_module
+from orders_processor import consumer as consumer_module
+from orders_processor.metrics import current_value
 from orders_processor.offsets import PartitionOffsets
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
@@ -45,19 +46,19 @@ async def test_a_commit_that_outlives_its_wait_leaves_no_unretrieved_exception(
     previous = loop.get_exception_handler()
     unretrieved: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda loop, context: unretrieved.append(context))
-    monkeypatch.setattr(worker_module, "_COMMIT_TIMEOUT", 0.05)
-    worker = Worker(Settings(processor_commit_lag_ms=0), OrderStore(Redis(), Keys("test:late:")))
-    worker._consumer = PausedKafka(0.2)  # type: ignore[assignment]
+    monkeypatch.setattr(consumer_module, "_COMMIT_TIMEOUT", 0.05)
+    consumer = Worker(Settings(processor_commit_lag_ms=0), OrderStore(Redis(), Keys("test:late:"))).consumer
+    consumer._consumer = PausedKafka(0.2)  # type: ignore[assignment]
     tracker = PartitionOffsets()
     tracker.started(0)
     tracker.finished(0, at=0.0)
-    worker._offsets[TopicPartition("orders", 0)] = tracker
+    consumer._offsets[TopicPartition("orders", 0)] = tracker
     try:
         with caplog.at_level(logging.INFO):
-            await worker._commit()
-            assert worker.metrics.commit_failures == 1
-            await worker._commit()  # skipped while the first is still out
-            assert worker.metrics.commit_failures == 2
+            await consumer._commit()
+            assert current_value(consumer.metrics.commit_failures) == 1
+            await consumer._commit()  # skipped while the first is still out
+            assert current_value(consumer.metrics.commit_failures) == 2
             await asyncio.sleep(0.4)
             gc.collect()
             await asyncio.sleep(0)

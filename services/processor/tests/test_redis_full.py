@@ -18,6 +18,7 @@ from orders_contract.keys import Keys
 from orders_contract.models import Order
 from orders_contract.models import OrderStatus as S
 from orders_processor.health import create_health_app
+from orders_processor.metrics import current_value
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
 from orders_readmodel.store import OrderStore
@@ -65,7 +66,7 @@ async def test_writes_refused_while_full_are_retried_until_room(
     )
     with caplog.at_level(logging.WARNING, logger="orders_processor"):
         async with redis_full(store.redis, store.keys.prefix + "filler"):
-            task = asyncio.create_task(worker._retrying(worker._process, record))
+            task = asyncio.create_task(worker.consumer.handle(record))
             await asyncio.sleep(1)
             assert not task.done(), "nothing can be written while Redis is full"
             assert await store.get(order.order_id) is None
@@ -73,7 +74,7 @@ async def test_writes_refused_while_full_are_retried_until_room(
     done = await store.get(order.order_id)
     assert done is not None
     assert done.status is S.COMPLETED
-    assert worker.metrics.dead_lettered == 0
+    assert current_value(worker.handlers.metrics.dead_lettered) == 0
     retries = [r for r in caplog.records if r.getMessage().startswith("retrying orders[0]@7")]
-    assert len(retries) == worker.metrics.retries >= 2
+    assert len(retries) == current_value(worker.consumer.metrics.retries) >= 2
     assert all(r.exc_info is None for r in caplog.records), "one line per retry, no traceback"

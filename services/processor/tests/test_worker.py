@@ -15,6 +15,7 @@ from orders_contract.events import encode_cancelled, encode_placed
 from orders_contract.models import Order
 from orders_contract.models import OrderStatus as S
 from orders_kafka.clients import ensure_topics
+from orders_processor.metrics import current_value
 from orders_processor.settings import Settings
 from orders_processor.worker import Worker
 from orders_readmodel.store import OrderStore
@@ -133,7 +134,7 @@ async def test_orders_complete_and_offsets_are_committed_to_the_end(rig: Rig) ->
         history = await rig.store.history(order.order_id)
         assert [h.status for h in history] == [S.PLACED, S.PROCESSING, S.COMPLETED]
     assert await rig.count(S.PROCESSING) == 0
-    assert running.worker.metrics.completed == 60
+    assert current_value(running.worker.handlers.metrics.completed) == 60
     committed, end = await rig.committed_and_end()
     assert committed == end
 
@@ -154,12 +155,12 @@ async def test_one_orders_delay_holds_up_no_other(rig: Rig) -> None:
 async def test_replayed_events_add_nothing(rig: Rig) -> None:
     order = rig.new_order()
     await rig.send([order, order, order])
-    metrics = rig.start().worker.metrics
+    metrics = rig.start().worker.handlers.metrics
     async with asyncio.timeout(30):
-        while metrics.completed + metrics.replayed < 3:
+        while current_value(metrics.completed) + current_value(metrics.replayed) < 3:
             await asyncio.sleep(0.05)
     assert [h.version for h in await rig.store.history(order.order_id)] == [1, 2, 3]
-    assert (metrics.completed, metrics.replayed) == (1, 2)
+    assert (current_value(metrics.completed), current_value(metrics.replayed)) == (1, 2)
 
 
 async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(rig: Rig) -> None:
@@ -186,7 +187,7 @@ async def test_poison_messages_go_to_the_dlq_and_the_partition_moves_on(rig: Rig
     assert all(headers["dlq.reason"] and headers["dlq.topic"] == rig.topic.encode() for _, headers in dead)
     assert b"type" in dead[2][1]["dlq.reason"]
     assert b"price" in dead[3][1]["dlq.reason"]
-    assert running.worker.metrics.dead_lettered == len(poison)
+    assert current_value(running.worker.handlers.metrics.dead_lettered) == len(poison)
 
 
 async def test_cancelled_and_abandoned_orders_are_left_alone(rig: Rig) -> None:
@@ -219,7 +220,8 @@ async def test_cancelled_and_abandoned_orders_are_left_alone(rig: Rig) -> None:
     assert dead[0][0] is not None
     assert json.loads(dead[0][0])["subject"] == finished.order_id
     assert b"impossible transition" in dead[0][1]["dlq.reason"]
-    assert (running.worker.metrics.abandoned, running.worker.metrics.dead_lettered) == (1, 1)
+    handled = running.worker.handlers.metrics
+    assert (current_value(handled.abandoned), current_value(handled.dead_lettered)) == (1, 1)
     committed, end = await rig.committed_and_end()
     assert committed == end
 
@@ -234,13 +236,13 @@ async def test_a_restart_reprocesses_nothing_and_shutdown_drains(rig: Rig) -> No
     committed, end = await rig.committed_and_end()
     assert committed == end
 
-    second = rig.start().worker.metrics
+    second = rig.start().worker.consumer
     async with asyncio.timeout(30):
         while len(second.assigned) < rig.settings.kafka_topic_partitions:
             await asyncio.sleep(0.05)
     await rig.send([rig.new_order()])
     await rig.wait_for(S.COMPLETED, 31)
-    assert second.received == 1, "only the new order, none of the 30 already committed"
+    assert current_value(second.metrics.received) == 1, "only the new order, none of the 30 already committed"
     assert [h.version for h in await rig.store.history(orders[0].order_id)] == [1, 2, 3]
 
 

@@ -320,14 +320,18 @@ class Order(WireModel):
 
 
 _JSON_FIELDS = tuple(to_camel(name) for name in Order.model_fields)
-_FROM_TEXT: dict[str, Callable[[str], Any]] = {
-    "userId": int,
-    "quantity": int,
-    "version": int,
+_FROM_JSON_TYPE: dict[str, Callable[[str], Any]] = {
+    "integer": int,
     # Exact: every amount has at most 15 significant digits (see MAX_PRICE).
-    "price": float,
-    "totalAmount": float,
+    "number": float,
 }
+_FROM_TEXT: dict[str, Callable[[str], Any]] = {
+    name: _FROM_JSON_TYPE[schema["type"]]
+    for name, schema in Order.model_json_schema(mode="serialization")["properties"].items()
+    if schema.get("type") in _FROM_JSON_TYPE
+}
+"""How each field that is not text in the JSON form is read back from the hash's text: by the
+JSON type the model serializes it as (a new field of the model needs no entry here)."""
 
 
 def order_json(fields: Mapping[str, str]) -> dict[str, Any]:

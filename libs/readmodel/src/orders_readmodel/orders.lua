@@ -21,19 +21,30 @@ local function hash_json(key)
   return cjson.encode(object)
 end
 
--- Appends a transition to the update stream, with the order as it is now, and to the
--- history, with the stream entry's id. trace: the W3C traceparent of the span that made the
--- transition ('' or nil: none), kept in the entry's `trace` field for the live send to link to.
-local function record(k, maxlen, order_id, user_id, status, version, at, trace)
+-- An update stream entry's field/value pairs: a transition, with the order as its hash holds it
+-- now. trace: the W3C traceparent of the span that made the transition ('' or nil: none), kept in
+-- the entry's `trace` field for the live send to link to.
+local function stream_entry(hash, order_id, user_id, status, version, at, trace)
   local entry = {'orderId', order_id, 'userId', user_id, 'status', status, 'version', version,
-                 'at', at, 'order', hash_json(k[1])}
+                 'at', at, 'order', hash_json(hash)}
   if trace and trace ~= '' then
     entry[#entry + 1] = 'trace'
     entry[#entry + 1] = trace
   end
+  return entry
+end
+
+-- A history entry: a transition and its position in the update stream.
+local function history_entry(status, at, version, position)
+  return cjson.encode({status = status, at = at, version = version, position = position})
+end
+
+-- Appends a transition to the update stream, with the order as it is now, and to the
+-- history, with the stream entry's id.
+local function record(k, maxlen, order_id, user_id, status, version, at, trace)
+  local entry = stream_entry(k[1], order_id, user_id, status, version, at, trace)
   local position = redis.call('XADD', k[3], 'MAXLEN', '~', maxlen, '*', unpack(entry))
-  redis.call('RPUSH', k[2],
-             cjson.encode({status = status, at = at, version = version, position = position}))
+  redis.call('RPUSH', k[2], history_entry(status, at, version, position))
 end
 
 -- Creates an order unless it exists (code 0, its current status) or the event announcing
@@ -186,3 +197,39 @@ redis.register_function{
   end,
   flags = {'no-writes'},
 }
+
+-- orders_restore: the rebuild's write of one status event (`make rebuild`): the order's hash as
+-- the event carries it, its indexes, and its history entry under the event's original stream
+-- position. A version not above the order's (a repeat) changes nothing.
+-- KEYS[1] order hash, KEYS[2] history list, KEYS[3] all-orders index, KEYS[4] its user's index,
+-- KEYS[5..] status indexes
+-- ARGV[1] orderId, ARGV[2] status, ARGV[3] version, ARGV[4] time, ARGV[5] stream position,
+-- ARGV[6..] the statuses the indexes are of, in the order of KEYS[5..], then field/value pairs
+-- Returns {1 applied or 0 a repeat, the order's version before (0: none)}.
+redis.register_function('orders_restore', function(keys, args)
+  local count = #keys - 4
+  local index = indexes(keys, 5, args, 6, count)
+  local order_id, status, version = args[1], args[2], tonumber(args[3])
+  local cur = redis.call('HMGET', keys[1], 'status', 'version')
+  local before = tonumber(cur[2]) or 0
+  if version <= before then return {0, before} end
+  redis.call('DEL', keys[1])
+  redis.call('HSET', keys[1], unpack(args, 6 + count))
+  redis.call('ZADD', keys[3], 0, order_id)
+  redis.call('ZADD', keys[4], 0, order_id)
+  if cur[1] and cur[1] ~= status then redis.call('ZREM', index[cur[1]], order_id) end
+  redis.call('ZADD', index[status], 0, order_id)
+  redis.call('RPUSH', keys[2], history_entry(status, args[4], version, args[5]))
+  return {1, before}
+end)
+
+-- orders_restore_stream: the rebuild's last step: the update stream begun with the newest event
+-- rebuilt, under its original position, as `record` writes an entry (from the order's hash),
+-- so that the status relay goes on after it.
+-- KEYS[1] the order's hash, KEYS[2] update stream; ARGV[1] orderId, ARGV[2] position, ARGV[3] time
+-- Returns the position.
+redis.register_function('orders_restore_stream', function(keys, args)
+  local cur = redis.call('HMGET', keys[1], 'userId', 'status', 'version')
+  local entry = stream_entry(keys[1], args[1], cur[1], cur[2], tonumber(cur[3]), args[3])
+  return redis.call('XADD', keys[2], args[2], unpack(entry))
+end)

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.lock import Lock
 from redis.exceptions import RedisError
 
 from orders_contract.keys import Keys
@@ -33,7 +34,7 @@ from orders_contract.lifecycle import ALLOWED_FROM, TIME_FIELD
 from orders_contract.models import HistoryEntry, Order, OrderStatus, order_json, utc_now
 from orders_contract.settings import RedisSettings
 from orders_readmodel.batching import ScriptBatcher, pack_with_hiredis
-from orders_readmodel.stream import START
+from orders_readmodel.stream import START, UpdateStream
 
 __all__ = [
     "LIBRARY",
@@ -104,6 +105,11 @@ class Claim:
     fingerprint: str
     first: bool
     """True when this call made the claim; False when an earlier request did."""
+
+
+def _pairs(fields: dict[str, Any]) -> list[str]:
+    """An order's JSON form as the hash's field/value pairs (text; None fields left out)."""
+    return [str(item) for name, value in fields.items() if value is not None for item in (name, value)]
 
 
 def encode_cursor(order_id: str) -> str:
@@ -220,10 +226,7 @@ class OrderStore:
             k.abandoned(order_id),
         ]
         args = [self._maxlen, order_id, order.user_id, order.status.value, order.created_at, event_id, trace]
-        if fields is None:
-            fields = order.model_dump(mode="json")
-        pairs = [str(item) for name, value in fields.items() if value is not None for item in (name, value)]
-        return keys, args, pairs
+        return keys, args, _pairs(order.model_dump(mode="json") if fields is None else fields)
 
     async def transition(
         self, order_id: str, target: OrderStatus, at: str | None = None, trace: str = ""
@@ -279,6 +282,45 @@ class OrderStore:
         `ttl_ms`). Raises the RedisError of a Redis that refuses writes: full (OOM), a
         read-only replica, loading; a PING would answer in all those cases."""
         await self.redis.set(self.keys.health(service), utc_now(), px=ttl_ms)
+
+    def stream(self) -> UpdateStream:
+        """The reads of this read model's update stream, on the store's client."""
+        return UpdateStream(self.redis, self.keys)
+
+    def lease(self, key: str, timeout_s: float) -> Lock:
+        """A lease on `key`: a Redis lock that lasts `timeout_s` unless renewed, held by no
+        thread in particular (acquire, reacquire, release)."""
+        return self.redis.lock(key, timeout=timeout_s, thread_local=False)
+
+    async def holds_orders(self) -> bool:
+        """Whether the read model has orders or an update stream (a rebuild wants neither)."""
+        return bool(await self.redis.exists(self.keys.all_orders, self.keys.updates))
+
+    async def restore_all(self, events: Sequence[tuple[Order, str, str]]) -> list[int | None]:
+        """The rebuild's writes (orders_restore): for each (order after a transition, the
+        transition's time, its original stream position), in order and in one round trip, the
+        order's hash, indexes and history entry. Per event: the order's version before it
+        (0: a new order), or None for a repeat (a version not above the order's), which
+        changed nothing. The library must be loaded (`load_functions`)."""
+        if not events:
+            return []
+        statuses = [s.value for s in _STATUSES]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order, at, position in events:
+                k, order_id = self.keys, order.order_id
+                keys = [k.order(order_id), k.history(order_id), k.all_orders, k.by_user(order.user_id)]
+                keys += self._status_keys
+                args = [order_id, order.status.value, order.version, at, position, *statuses]
+                args += _pairs(order.model_dump(mode="json"))
+                pipe.execute_command("FCALL", "orders_restore", len(keys), *keys, *args)
+            replies = await pipe.execute()
+        return [int(before) if applied == 1 else None for applied, before in replies]
+
+    async def restore_stream(self, order_id: str, position: str, at: str) -> None:
+        """The rebuild's last step (orders_restore_stream): the update stream begun with the
+        newest transition rebuilt, `order_id`'s at `at`, under its original `position`."""
+        keys = [self.keys.order(order_id), self.keys.updates]
+        await self._calls.call("orders_restore_stream", keys, [order_id, position, at])
 
     async def get(self, order_id: str) -> Order | None:
         fields = await self._calls.command("HGETALL", self.keys.order(order_id))

@@ -193,3 +193,14 @@ class UpdateStream:
             return []
         _, entries = answer[0]  # RESP2: [[stream, entries]]
         return _updates(entries)
+
+    async def oldest(self) -> str | None:
+        """The position of the stream's oldest entry (None when it is empty): where a reader
+        that lost its position to the cap goes on."""
+        entries: Any = await self.redis.xrange(self.keys.updates, count=1)
+        return str(entries[0][0]) if entries else None
+
+    async def clock_ms(self) -> int:
+        """Redis's clock, in ms since the epoch: the clock the stream's positions are written by."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000

@@ -9,6 +9,7 @@ import uvloop
 
 from orders_readmodel.store import OrderStore
 from orders_runtime import tracing
+from orders_web.metrics import ServiceMetrics
 from orders_web.serving import configure_logging, freeze_startup_heap, http_options
 
 from .health import HealthServer, create_health_app
@@ -28,8 +29,9 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
-    worker = Worker(settings, store)
-    relay = Relay(settings, store)
+    metrics = ServiceMetrics("processor")
+    worker = Worker(settings, store, metrics)
+    relay = Relay(settings, store, metrics)
     health = HealthServer(
         uvicorn.Config(
             create_health_app(worker, redis=store.redis, relay=relay),

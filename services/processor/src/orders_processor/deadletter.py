@@ -1,16 +1,18 @@
 """Dead letters: the headers a dead-lettered record carries, named here once.
 
-The worker sends a record that can never be processed to the dead-letter topic
-with its value, key and headers unchanged (the trace context among them) and
-these headers added; `python -m orders_processor.dlq` reads them to list,
-filter and redrive, and stamps `REPLAY_COUNT` on each redrive.
+The handlers send a record that can never be processed to the dead-letter topic
+(`KafkaDeadLetters`) with its value, key and headers unchanged (the trace context
+among them) and these headers added; `python -m orders_processor.commands.dlq`
+reads them to list, filter and redrive, and stamps `REPLAY_COUNT` on each redrive.
 """
 
 from collections.abc import Iterable, Sequence
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from orders_contract.events import CONTENT_TYPE_HEADER
+from orders_contract.settings import KafkaSettings
+from orders_kafka.clients import new_producer, stop_bounded
 
 __all__ = [
     "DLQ_HEADERS",
@@ -21,6 +23,7 @@ __all__ = [
     "REPLAY_COUNT",
     "TIME",
     "TOPIC",
+    "KafkaDeadLetters",
     "dead_letter_headers",
     "header",
     "reason_class",
@@ -76,3 +79,33 @@ def reason_class(reason: str) -> str:
     """The kind of a reason, for a metric label: its text before the first colon, bounded
     (`invalid event`, `processing failed`, `impossible transition`, ...)."""
     return reason.split(":", 1)[0].strip()[:_REASON_CLASS_LENGTH] or "unknown"
+
+
+class KafkaDeadLetters:
+    """Dead letters sent to the dead-letter topic by an idempotent producer of their own."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Start the producer (the same one on each try)."""
+        if self._producer is None:
+            self._producer = new_producer(self._settings)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await stop_bounded(self._producer, "dead-letter producer stop")
+
+    async def send(self, record: "ConsumerRecord[bytes, bytes]", reason: str) -> None:
+        """Returns once Kafka holds the dead letter."""
+        if self._producer is None:
+            raise RuntimeError("dead-letter producer not started")
+        delivery = await self._producer.send(
+            self._settings.kafka_dlq_topic,
+            record.value,
+            key=record.key,
+            headers=dead_letter_headers(record, reason),
+        )
+        await delivery

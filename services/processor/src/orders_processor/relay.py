@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -48,11 +47,14 @@ from orders_contract.models import Order
 from orders_contract.settings import KafkaSettings
 from orders_kafka.clients import ensure_topics, new_producer, record_headers, start_reader, stop_bounded
 from orders_readmodel.store import OrderStore
-from orders_readmodel.stream import START, Update, UpdateStream, position_key
+from orders_readmodel.stream import START, Update, position_key
+from orders_runtime.backoff import Backoff
+from orders_web.metrics import ServiceMetrics
 
+from .metrics import RelayMetrics
 from .settings import Settings
 
-__all__ = ["BATCH", "LEASE_S", "Relay", "RelayMetrics", "last_published", "transactional_id"]
+__all__ = ["BATCH", "LEASE_S", "Relay", "last_published", "transactional_id"]
 
 log = logging.getLogger(__name__)
 
@@ -65,61 +67,48 @@ _IDLE_S = 0.1
 _TRANSIENT = (RedisError, KafkaError, OSError, LockError, TimeoutError)
 
 
-@dataclass
-class RelayMetrics:
-    published: int = 0
-    transactions: int = 0
-    gaps: int = 0
-    """Times the relay found entries trimmed from the stream before it published them."""
-    skipped: int = 0
-    """Entries without a readable order (written before the stream carried it): not publishable."""
-    leader: bool = False
-    stalled: bool = False
-    """The stream is behind the published position: nothing is published."""
-
-
 def transactional_id(settings: KafkaSettings) -> str:
     """The relay's fixed transactional.id: one per status topic."""
     return f"orders-relay.{settings.kafka_status_topic}"
 
 
 class Relay:
-    def __init__(self, settings: Settings, store: OrderStore) -> None:
+    def __init__(self, settings: Settings, store: OrderStore, metrics: ServiceMetrics | None = None) -> None:
+        """`metrics`: the app's metrics, which the relay's join (its own when None)."""
         self._settings = settings
         self._store = store
-        self._stream = UpdateStream(store.redis, store.keys)
+        self._stream = store.stream()
         self._lag_ms = settings.processor_commit_lag_ms
         self._stalled_logged = 0.0
         self._resume_at: str | None = None
         """After a gap: the oldest entry left, the next to publish."""
-        self.metrics = RelayMetrics()
+        self.service_metrics = metrics or ServiceMetrics("processor")
+        self.metrics = RelayMetrics(self.service_metrics)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Publish while holding the lease, until `stopping` is set."""
-        lease = self._store.redis.lock(self._store.keys.relay_lease, timeout=LEASE_S, thread_local=False)
-        backoff = 0.2
+        lease = self._store.lease(self._store.keys.relay_lease, LEASE_S)
+        backoff = Backoff(first=0.2, cap=5.0)
         while not stopping.is_set():
             try:
                 if not await lease.acquire(blocking=False):
                     await _wait(stopping, LEASE_S / 3)
                     continue
                 log.info("relay: this processor publishes %s", self._settings.kafka_status_topic)
-                self.metrics.leader = True
+                self.metrics.leader.set(1)
                 try:
                     await self._lead(lease, stopping)
                 finally:
-                    self.metrics.leader = False
+                    self.metrics.leader.set(0)
                     with contextlib.suppress(LockError, RedisError, OSError):
                         await lease.release()
-                backoff = 0.2
+                backoff.reset()
             except _TRANSIENT as exc:
-                log.warning("relay: %r; starting again in %.1fs", exc, backoff)
-                await _wait(stopping, backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("relay: %r; starting again in %.1fs", exc, backoff.next_delay)
+                await backoff.wait(stopping)
             except Exception:  # a bug must not end status events for good: logged, retried
-                log.exception("relay: unexpected failure; starting again in %.1fs", backoff)
-                await _wait(stopping, backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.exception("relay: unexpected failure; starting again in %.1fs", backoff.next_delay)
+                await backoff.wait(stopping)
 
     async def _lead(self, lease: Lock, stopping: asyncio.Event) -> None:
         """Publish while the lease is renewed: the renewal runs beside the publishing the whole
@@ -161,8 +150,7 @@ class Relay:
     async def _publish_next(self, producer: AIOKafkaProducer, position: str) -> tuple[str, bool]:
         """Publish the durable entries after `position` (one transaction); the new position and
         whether more may be waiting."""
-        seconds, micros = await self._store.redis.time()
-        durable = str(seconds * 1000 + micros // 1000 - self._lag_ms) if self._lag_ms else "+"
+        durable = str(await self._stream.clock_ms() - self._lag_ms) if self._lag_ms else "+"
         if self._resume_at is not None:
             updates: list[Update] | None = await self._stream.entries_from(self._resume_at, durable, BATCH)
             self._resume_at = None
@@ -171,7 +159,7 @@ class Relay:
         if updates is None:
             self._resume_at = await self._lost_track(position)
             return position, False
-        self.metrics.stalled = False
+        self.metrics.stalled.set(0)
         if not updates:
             return position, False
         topic = self._settings.kafka_status_topic
@@ -181,7 +169,7 @@ class Relay:
             for update in updates:
                 value = _event(update)
                 if value is None:
-                    self.metrics.skipped += 1
+                    self.metrics.skipped.inc()
                     continue
                 headers = [*record_headers(), (POSITION_HEADER, update.position.encode())]
                 if update.trace:  # the transition's trace goes on with whoever consumes its event
@@ -196,17 +184,16 @@ class Relay:
                 if isinstance(outcome, BaseException):
                     raise outcome
         await producer.commit_transaction()
-        self.metrics.transactions += 1
-        self.metrics.published += len(deliveries)
+        self.metrics.transactions.inc()
+        self.metrics.published.inc(len(deliveries))
         return updates[-1].position, len(updates) == BATCH
 
     async def _lost_track(self, position: str) -> str | None:
         """`position` is not in the stream: trimmed away (the oldest entry left is the next to
         publish; logged as a gap) or ahead of it (None: stall)."""
-        oldest = await self._store.redis.xrange(self._store.keys.updates, count=1)
-        if oldest and position_key(str(oldest[0][0])) > position_key(position):
-            first = str(oldest[0][0])
-            self.metrics.gaps += 1
+        first = await self._stream.oldest()
+        if first is not None and position_key(first) > position_key(position):
+            self.metrics.gaps.inc()
             log.error(
                 "relay: the update stream was trimmed past position %s before it was published "
                 "(the relay fell further behind than REDIS_STREAM_MAXLEN): the transitions up to %s "
@@ -216,7 +203,7 @@ class Relay:
                 self._settings.kafka_status_topic,
             )
             return first
-        self.metrics.stalled = True
+        self.metrics.stalled.set(1)
         if time.monotonic() - self._stalled_logged > 60:
             self._stalled_logged = time.monotonic()
             log.error(
