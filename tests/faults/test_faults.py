@@ -168,7 +168,7 @@ async def test_processor_killed_mid_load_and_restarted(rig: Rig) -> None:
     await rig.verify(await load)
     prefix = rig.env["REDIS_KEY_PREFIX"] + "rebuilt:"
     env = {**rig.stack.service_env(), "REDIS_KEY_PREFIX": prefix}
-    command = [sys.executable, "-m", "orders_processor.rebuild"]
+    command = [sys.executable, "-m", "orders_processor.commands.rebuild"]
     done = await asyncio.to_thread(
         subprocess.run, command, env=env, capture_output=True, text=True, timeout=300
     )
@@ -388,7 +388,7 @@ async def test_dead_letters_redriven_once_the_bug_is_fixed(rig: Rig) -> None:
     the bug is still on they come back with a replay count, and past the limit go to
     quarantine. Once it is fixed, a redrive completes every order exactly once, and a second
     redrive changes nothing."""
-    from orders_processor.dlq import DeadLetter, read_dead_letters, redrive
+    from orders_processor.commands.dlq import DeadLetter, read_dead_letters, redrive
     from orders_processor.settings import Settings as ProcessorSettings
 
     def restart_processor(**env: str) -> None:

@@ -75,7 +75,7 @@ async def test_prices_written_with_more_than_two_decimals_get_400(api: Client, p
     ("price", "value"), [("1e2", 100.0), ("100.00", 100.0), ("0.1", 0.1), ("1.000", 1.0), ("7", 7.0)]
 )
 def test_prices_with_at_most_two_decimals_stay_valid(price: str, value: float) -> None:
-    from orders_contract.models import load_json_exact
+    from orders_contract.jsonbody import load_json_exact
 
     order = OrderCreate.model_validate(load_json_exact(_raw(price)))
     assert float(order.price) == value

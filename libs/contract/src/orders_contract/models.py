@@ -1,6 +1,5 @@
 """Wire models: what clients send and get back, in the tutorial's camelCase JSON."""
 
-import json
 import os
 import re
 import time
@@ -21,7 +20,6 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import from_json
 
 __all__ = [
     "MAX_BATCH",
@@ -29,7 +27,6 @@ __all__ = [
     "MAX_PRICE",
     "MAX_USER_ID",
     "Amount",
-    "DuplicateKey",
     "Envelope",
     "ErrorDetail",
     "ErrorEnvelope",
@@ -48,7 +45,6 @@ __all__ = [
     "RecordedProductName",
     "StreamTicket",
     "UserId",
-    "load_json_exact",
     "new_order_id",
     "order_json",
     "total_amount",
@@ -168,40 +164,6 @@ def _json_number(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError("must be a JSON number")
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-
-
-class DuplicateKey(ValueError):
-    """A JSON object that names a key twice: refused rather than let the last one win."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"duplicate key {key!r}: each key may appear once in an object")
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise DuplicateKey(key)
-            seen.add(key)
-    return obj
-
-
-def load_json_exact(raw: bytes) -> Any:
-    """A JSON body as Python values, keeping what pydantic's JSON parser loses: numbers with a
-    fraction or an exponent as the exact Decimal written, and DuplicateKey for an object that
-    names a key twice (in any object of the body).
-
-    ValueError for anything else that is not JSON pydantic would read: invalid UTF-8, a
-    syntax error, an integer too long for `int`, a lone surrogate in an escape (`from_json`
-    checks those, only when the text has an escape). Validate the result in Python mode.
-    """
-    text = raw.decode()
-    if "\\u" in text:
-        from_json(raw)
-    return json.loads(text, object_pairs_hook=_unique_keys, parse_float=Decimal)
 
 
 def _canonical_uuid(value: str) -> str:

@@ -7,7 +7,7 @@ the models. It is served without the router: Starlette asks every route in
 turn and FastAPI wraps each call in its exception middleware, exit stacks and
 dependency solving, which on a hot path cost more than the endpoint. Here the
 parameters are validated with FastAPI's own `request_params_to_args` and the
-body with its model (parsed by `models.load_json_exact`, which keeps every
+body with its model (parsed by `orders_contract.jsonbody.load_json_exact`, which keeps every
 number's written decimals and refuses duplicate keys), then the endpoint is
 awaited and must return a `Response`.
 
@@ -49,7 +49,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orders_contract.models import DuplicateKey, load_json_exact
+from orders_contract.jsonbody import DuplicateKey, load_json_exact
 
 __all__ = ["DirectRoute", "DirectRoutes", "direct", "include"]
 

@@ -37,7 +37,7 @@ from ..settings import Settings, get_settings
 
 __all__ = ["NotFresh", "Rebuilt", "main", "rebuild"]
 
-log = logging.getLogger("orders_processor.rebuild")
+log = logging.getLogger(__name__)
 
 
 class NotFresh(RuntimeError):
