@@ -12,6 +12,8 @@ COMPOSE_GO_VERSION := v2.16.2
 JAEGER := $(CACHE)/bin/jaeger
 PROMTOOL := $(CACHE)/bin/promtool
 HYDRA := $(CACHE)/bin/hydra
+HELM := $(CACHE)/bin/helm
+KUBECHECK := $(CACHE)/bin/kubecheck
 # The AsyncAPI specification's JSON Schema, from the @asyncapi/specs npm package (static tests).
 ASYNCAPI_SPECS_VERSION := 6.11.1
 ASYNCAPI_SPECS := $(CACHE)/asyncapi-specs
@@ -113,6 +115,25 @@ $(HYDRA): infra/hydra/go.mod infra/hydra/go.sum
 .PHONY: hydra
 hydra: $(HYDRA) ## Build Ory Hydra (the local OpenID Connect provider) into .cache/bin
 
+# Helm (lints and renders deploy/helm/orders) and kubecheck (decodes the render strictly into the
+# Kubernetes API types): Go modules of their own, infra/helm and infra/kubecheck.
+$(HELM): infra/helm/go.mod infra/helm/go.sum
+	$(call debian-packages,go=golang-go)
+	mkdir -p $(CACHE)/bin
+	@echo "building Helm (helm.sh/helm/v4/cmd/helm, pinned in infra/helm) into $@: about 2 minutes, once"
+	cd infra/helm && go build -mod=mod -o $(CURDIR)/$@ helm.sh/helm/v4/cmd/helm
+
+$(KUBECHECK): infra/kubecheck/go.mod infra/kubecheck/go.sum infra/kubecheck/main.go
+	$(call debian-packages,go=golang-go)
+	mkdir -p $(CACHE)/bin
+	cd infra/kubecheck && go build -mod=mod -o $(CURDIR)/$@ .
+
+.PHONY: helm
+helm: $(HELM) ## Build Helm (lints and renders the chart under deploy/helm) into .cache/bin (about 2 min, once)
+
+.PHONY: kubecheck
+kubecheck: $(KUBECHECK) ## Build kubecheck (decodes rendered manifests strictly into the Kubernetes API types) into .cache/bin
+
 $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION):
 	$(call debian-packages,npm=npm)
 	@echo "fetching the AsyncAPI specification's JSON Schema (@asyncapi/specs) with npm into $(ASYNCAPI_SPECS) (once, seconds)"
@@ -124,7 +145,7 @@ $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION):
 asyncapi-specs: $(ASYNCAPI_SPECS)/.fetched-$(ASYNCAPI_SPECS_VERSION) ## Fetch the AsyncAPI specification's JSON Schema (npm @asyncapi/specs) into .cache, once
 
 .PHONY: tools
-tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) $(HYDRA) asyncapi-specs ## Build the Compose loader, Jaeger, promtool and Ory Hydra, fetch the AsyncAPI schema: for the tests
+tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) $(HYDRA) $(HELM) $(KUBECHECK) asyncapi-specs ## Build the Compose loader, Jaeger, promtool, Ory Hydra, Helm and kubecheck, fetch the AsyncAPI schema: for the tests
 
 .PHONY: deps
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
@@ -195,7 +216,7 @@ fmt: install ## Format and auto-fix with ruff
 
 .PHONY: test
 test: test-packages deps tools lint ## Lint, then every test: unit, integration, e2e (browser too) on real Kafka and Redis
-	COMPOSE_SPEC=$(CURDIR)/$(COMPOSE_SPEC) PROMTOOL=$(CURDIR)/$(PROMTOOL) JAEGER_BIN=$(CURDIR)/$(JAEGER) CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+	COMPOSE_SPEC=$(CURDIR)/$(COMPOSE_SPEC) HELM=$(CURDIR)/$(HELM) KUBECHECK=$(CURDIR)/$(KUBECHECK) PROMTOOL=$(CURDIR)/$(PROMTOOL) JAEGER_BIN=$(CURDIR)/$(JAEGER) CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Only the tests that need no Kafka, Redis or linters
