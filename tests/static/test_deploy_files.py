@@ -219,9 +219,13 @@ def test_the_gateway_is_the_front_door(compose: dict[str, Any]) -> None:
     services = compose["services"]
     gateway = services["gateway"]
     assert gateway["image"].startswith("nginx:")
-    (mount,) = gateway["volumes"]
+    mount, documents = gateway["volumes"]
     assert Path(mount["source"]).resolve() == ROOT / "infra" / "gateway"
-    assert mount["read_only"] is True
+    assert (Path(documents["source"]).resolve(), documents["target"]) == (
+        ROOT / "docs" / "openapi",
+        "/etc/nginx/openapi",
+    ), "where listen.conf's $orders_openapi_dir points: /openapi.json is the front door's document"
+    assert mount["read_only"] is documents["read_only"] is True
     assert gateway["command"] == ["nginx", "-c", f"{mount['target']}/nginx.conf", "-g", "daemon off;"]
     assert [p["target"] for p in gateway["ports"]] == [5000]
     front = "http://localhost:5000"

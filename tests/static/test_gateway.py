@@ -11,7 +11,7 @@ import pytest
 from orders_api.settings import Settings as ApiSettings
 from orders_contract.settings import GatewaySettings
 from orders_query.settings import Settings as QuerySettings
-from orders_stack.gateway import ROUTES, Gateway, find_nginx
+from orders_stack.gateway import OPENAPI_DIR, ROUTES, Gateway, find_nginx
 
 pytestmark = pytest.mark.static
 
@@ -37,12 +37,19 @@ def test_the_stacks_configuration_loads(tmp_path: Path) -> None:
     assert str(tmp_path / "gateway" / "nginx.pid") in text, "its pid file is under the data dir"
     assert "/etc/nginx" not in text
     assert "/var/" not in text
-    assert (tmp_path / "gateway" / "listen.conf").read_text() == "listen 127.0.0.1:15000;\n"
+    assert (tmp_path / "gateway" / "listen.conf").read_text() == (
+        f"listen 127.0.0.1:15000;\nset $orders_openapi_dir {OPENAPI_DIR};\n"
+    ), "the front door's OpenAPI document is the repository's"
+    assert (OPENAPI_DIR / "front-door.json").is_file()
 
 
 def test_it_listens_on_bind_host() -> None:
-    assert Gateway(Path("/x"), 1, 2, port=5000, bind_host="0.0.0.0").listen() == "listen 0.0.0.0:5000;\n"
-    assert Gateway(Path("/x"), 1, 2, port=5000, bind_host="::1").listen() == "listen [::1]:5000;\n"
+    assert (
+        Gateway(Path("/x"), 1, 2, port=5000, bind_host="0.0.0.0")
+        .listen()
+        .startswith("listen 0.0.0.0:5000;\n")
+    )
+    assert Gateway(Path("/x"), 1, 2, port=5000, bind_host="::1").listen().startswith("listen [::1]:5000;\n")
     assert Gateway(Path("/x"), 1, 2, port=5000, bind_host="0.0.0.0").url == "http://127.0.0.1:5000"
 
 
@@ -63,7 +70,10 @@ def test_the_compose_configuration_loads(tmp_path: Path) -> None:
     # Debian's nginx (1.22) predates `resolve` on upstream servers (1.27.3, the image's).
     text = text.replace(" resolve;", ";")
     port = GatewaySettings.model_fields["gateway_port"].default
-    assert (GATEWAY_DIR / "listen.conf").read_text().splitlines()[-1] == f"listen {port};"
+    listen = [
+        line for line in (GATEWAY_DIR / "listen.conf").read_text().splitlines() if not line.startswith("#")
+    ]
+    assert listen == [f"listen {port};", "set $orders_openapi_dir /etc/nginx/openapi;"]
     text = text.replace("server api:", "server 127.0.0.1:").replace("server query:", "server 127.0.0.1:")
     text = text.replace("pid /tmp/nginx.pid;", f"pid {tmp_path / 'nginx.pid'};")
     temp = "".join(f"    {kind}_temp_path {tmp_path / kind};\n" for kind in ("client_body", "proxy"))

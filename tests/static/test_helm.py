@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings
 
 from orders_api.settings import Settings as ApiSettings
 from orders_kafka.clients import stop_bounded
-from orders_processor import worker
+from orders_processor import consumer
 from orders_processor.settings import Settings as ProcessorSettings
 from orders_query.settings import Settings as QuerySettings
 
@@ -222,8 +222,8 @@ def test_grace_periods_outlast_each_services_shutdown(objects: list[Manifest]) -
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         if component == "processor":
             drain_ms = int(env_of(container)["PROCESSOR_DRAIN_TIMEOUT_MS"]["value"])
-            # worker.run: the drain, the final commit, then the consumer's bounded stop.
-            shutdown = drain_ms / 1000 + worker._COMMIT_TIMEOUT + stop
+            # KeyedConsumer's stop: the drain, the final commit, then the consumer's bounded stop.
+            shutdown = drain_ms / 1000 + consumer._COMMIT_TIMEOUT + stop
         else:
             shutdown = _web_shutdown_s()
         assert grace > pre_stop + shutdown, f"{component}: {grace} s for {pre_stop} + {shutdown} s"
