@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from orders_contract.settings import GatewaySettings
 
 from .jaeger import Jaeger
 from .oidc import Hydra
+from .procs import Proc
 from .stack import ROOT, Infra, Stack
 
 
@@ -58,6 +60,68 @@ def _localhost(stack: Stack) -> list[str]:
     return [url.replace("127.0.0.1", "localhost") for url in urls]
 
 
+def _banner(stack: Stack, infra: Infra, jaeger: Jaeger | None, auth: str, oidc: bool, logs: Path) -> str:
+    """What is up, where, and the first commands to try."""
+    front = (stack.gateway_url or stack.query_url).replace("127.0.0.1", "localhost")
+    extra = (
+        f"""  Jaeger query API      {jaeger.query_url}/api/traces?service=api
+  Jaeger OTLP (HTTP)    {jaeger.otlp_url}
+  an order's trace      make trace ORDER=<orderId>
+"""
+        if jaeger
+        else ""
+    )
+    return f"""
+Order tracking is up. Ctrl-C stops everything.
+{auth}
+  front door            {front}  (Swagger UI at {front}/docs, dashboard at {front}/dashboard)
+  api (place orders)    {stack.api_url}/docs
+  event contract        {stack.api_url}/asyncapi.json  (status events on Kafka topic orders.status)
+  query (read orders)   {stack.query_url}/docs
+  live dashboard        {stack.query_url}/dashboard
+  processor metrics     {stack.processor_url}/metrics
+  Kafka                 {infra.kafka_bootstrap}
+  Redis                 {infra.redis_url}
+  logs                  {logs}  (make logs follows them)
+{extra}
+Try:
+  curl -si -X POST {front}/api/orders -H 'Content-Type: application/json' \\{_try_auth(oidc)}
+       -d '{{"userId":1,"productName":"Laptop","quantity":1,"price":999.99}}'
+  curl -s {front}/api/orders/user/1{_try_auth_get(oidc)}
+  curl -sN {front}/api/orders/events{_try_auth_get(oidc)}     (follow live; Ctrl-C ends it)
+"""
+
+
+def _start_provider(running: ExitStack, stack: Stack, data_dir: Path) -> tuple[str, list[Proc]]:
+    """Ory Hydra for AUTH_MODE=oidc, its clients saved and the services pointed at it."""
+    print("Starting Ory Hydra (AUTH_MODE=oidc)...", flush=True)
+    hydra = Hydra(
+        data_dir,
+        public_port=_port("HYDRA_PUBLIC_PORT", 4444),
+        admin_port=_port("HYDRA_ADMIN_PORT", 4445),
+        cors_origins=[
+            stack.api_url,
+            stack.query_url,
+            *([stack.gateway_url] if stack.gateway_url else []),
+            *_localhost(stack),
+        ],
+    )
+    provider = running.enter_context(hydra)
+    provider.save(data_dir / "oidc.json")
+    stack.env.update(provider.service_env)
+    return _AUTH_OIDC.format(issuer=provider.issuer, query=stack.query_url), [
+        hydra.proc
+    ] if hydra.proc else []
+
+
+def _watch(procs: Callable[[], list[Proc]]) -> None:
+    """Until Ctrl-C: a process that died stops the whole stack (check_alive raises)."""
+    while True:
+        time.sleep(0.5)
+        for proc in procs():
+            proc.check_alive()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -98,63 +162,20 @@ def main() -> None:
                 running.enter_context(jaeger)
                 stack.env.update(jaeger.otlp_env())
             running.enter_context(infra)
-            auth, providers = _AUTH_NONE, []
-            if oidc:
-                print("Starting Ory Hydra (AUTH_MODE=oidc)...", flush=True)
-                hydra = Hydra(
-                    args.data_dir,
-                    public_port=_port("HYDRA_PUBLIC_PORT", 4444),
-                    admin_port=_port("HYDRA_ADMIN_PORT", 4445),
-                    cors_origins=[
-                        stack.api_url,
-                        stack.query_url,
-                        *([stack.gateway_url] if stack.gateway_url else []),
-                        *_localhost(stack),
-                    ],
-                )
-                provider = running.enter_context(hydra)
-                providers = [hydra.proc] if hydra.proc else []
-                provider.save(args.data_dir / "oidc.json")
-                stack.env.update(provider.service_env)
-                auth = _AUTH_OIDC.format(issuer=provider.issuer, query=stack.query_url)
+            auth, providers = _start_provider(running, stack, args.data_dir) if oidc else (_AUTH_NONE, [])
             print("Starting api, processor, query and the gateway (nginx)...", flush=True)
             with stack:
-                front = (stack.gateway_url or stack.query_url).replace("127.0.0.1", "localhost")
-                extra = (
-                    f"""  Jaeger query API      {jaeger.query_url}/api/traces?service=api
-  Jaeger OTLP (HTTP)    {jaeger.otlp_url}
-  an order's trace      make trace ORDER=<orderId>
-"""
-                    if tracing
-                    else ""
+                logs = args.data_dir / "logs"
+                print(_banner(stack, infra, jaeger if tracing else None, auth, oidc, logs), flush=True)
+                _watch(
+                    lambda: [
+                        *jaeger.procs,
+                        *infra.procs,
+                        *providers,
+                        *stack.procs.values(),
+                        *(stack.gateway.procs if stack.gateway else []),
+                    ]
                 )
-                print(
-                    f"""
-Order tracking is up. Ctrl-C stops everything.
-{auth}
-  front door            {front}  (Swagger UI at {front}/docs, dashboard at {front}/dashboard)
-  api (place orders)    {stack.api_url}/docs
-  event contract        {stack.api_url}/asyncapi.json  (status events on Kafka topic orders.status)
-  query (read orders)   {stack.query_url}/docs
-  live dashboard        {stack.query_url}/dashboard
-  processor metrics     {stack.processor_url}/metrics
-  Kafka                 {infra.kafka_bootstrap}
-  Redis                 {infra.redis_url}
-  logs                  {args.data_dir / "logs"}  (make logs follows them)
-{extra}
-Try:
-  curl -si -X POST {front}/api/orders -H 'Content-Type: application/json' \\{_try_auth(oidc)}
-       -d '{{"userId":1,"productName":"Laptop","quantity":1,"price":999.99}}'
-  curl -s {front}/api/orders/user/1{_try_auth_get(oidc)}
-  curl -sN {front}/api/orders/events{_try_auth_get(oidc)}     (follow live; Ctrl-C ends it)
-""",
-                    flush=True,
-                )
-                while True:
-                    time.sleep(0.5)
-                    gateway = stack.gateway.procs if stack.gateway else []
-                    for proc in [*jaeger.procs, *infra.procs, *providers, *stack.procs.values(), *gateway]:
-                        proc.check_alive()
     except KeyboardInterrupt:
         print("Stopped; nothing left running.")
     except (RuntimeError, TimeoutError) as exc:
