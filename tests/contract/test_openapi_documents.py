@@ -79,7 +79,11 @@ def test_operations_are_made_for_clients(name: str) -> None:
         assert json_schema or "text/event-stream" in content, f"{where}: no response model"
         if json_schema:
             assert "$ref" in json_schema, f"{where}: the response is not a named model"
+        assert "422" not in operation["responses"], f"{where}: invalid input is a 400, never a 422"
+        if operation.get("parameters") or operation.get("requestBody"):
+            assert "400" in operation["responses"], f"{where}: takes input, so says what a 400 is"
     assert "/metrics" not in document["paths"]
+    assert "HTTPValidationError" not in document.get("components", {}).get("schemas", {})
 
 
 @pytest.mark.parametrize("name", NAMES)

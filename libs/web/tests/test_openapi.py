@@ -18,6 +18,7 @@ from orders_web.openapi import (
     operation_id,
     operations,
     versioned_openapi,
+    without_unsent_422,
 )
 
 
@@ -150,3 +151,18 @@ def test_merge_refuses_what_the_two_say_differently() -> None:
         )
     with pytest.raises(DocumentClash, match="operationId listOrders"):
         merge_documents(api, _document({"/all": {"get": _op("listOrders")}}), title="t", version="1")
+
+
+def test_fastapi_s_422_which_we_never_send_is_left_out() -> None:
+    document = _app().openapi()
+    assert all("422" not in op["responses"] for op in operations(document).values())
+    assert not {"HTTPValidationError", "ValidationError"} & set(document["components"]["schemas"])
+    kept: dict[str, Any] = {
+        "paths": {"/x": {"get": {"responses": {"422": {}, "200": {}}}}},
+        "components": {
+            "schemas": {"ValidationError": {}, "Uses": {"$ref": "#/components/schemas/ValidationError"}}
+        },
+    }
+    without_unsent_422(kept)
+    assert kept["paths"]["/x"]["get"]["responses"] == {"200": {}}
+    assert "ValidationError" in kept["components"]["schemas"], "still referred to: kept"

@@ -90,11 +90,29 @@ def versioned_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
-        document = make()
+        document = without_unsent_422(make())
         document["info"]["version"] = api_version(document, app.version.split("+", 1)[0])
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_FASTAPI_422_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def without_unsent_422(document: dict[str, Any]) -> dict[str, Any]:
+    """The document without FastAPI's default 422 answers, which our services never send: an
+    invalid request is a 400 with the error envelope (`orders_web.http`), documented on every
+    route that takes input. Left in, every generated client would carry a response type that
+    never arrives. Its schemas go too, once nothing refers to them."""
+    for operation in operations(document).values():
+        operation.get("responses", {}).pop("422", None)
+    schemas = document.get("components", {}).get("schemas", {})
+    kept = {name: schema for name, schema in schemas.items() if name not in _FASTAPI_422_SCHEMAS}
+    rest = orjson.dumps({**document, "components": {**document.get("components", {}), "schemas": kept}})
+    if not any(f"#/components/schemas/{name}".encode() in rest for name in _FASTAPI_422_SCHEMAS):
+        document.setdefault("components", {})["schemas"] = kept
+    return document
 
 
 def operations(document: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
