@@ -9,12 +9,12 @@ from starlette.middleware import Middleware
 
 from orders_readmodel.store import OrderStore
 from orders_runtime import tracing
+from orders_web.apps import service_app
 from orders_web.auth import Auth, AuthMiddleware, check_bind, install_auth
 from orders_web.docs import install_docs
 from orders_web.elsewhere import install_elsewhere
 from orders_web.fastpath import DirectRoutes, include
 from orders_web.http import (
-    NO_TELEMETRY,
     body_limit_middleware,
     cors_middleware,
     health_router,
@@ -22,7 +22,6 @@ from orders_web.http import (
     redis_write_check,
 )
 from orders_web.metrics import RequestMetrics, ServiceMetrics
-from orders_web.openapi import openapi_tags, operation_id, versioned_openapi
 from orders_web.serving import freeze_startup_heap
 
 from .deps import get_publisher, get_store
@@ -66,17 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_bind(settings, settings.bind_host)
     metrics = ServiceMetrics("api")
     auth = Auth(settings, PUBLIC_PATHS, PUBLIC_PREFIXES)
-    app = FastAPI(
+    app = service_app(
         title="Order ingest API",
-        version="1.0.0",
-        generate_unique_id_function=operation_id,
-        openapi_tags=openapi_tags("orders", "health"),
         description="Places and cancels orders: validates them and publishes them to Kafka. "
         "Read them back on the query service.",
+        tags=("orders", "health"),
         lifespan=lifespan,
-        telemetry=NO_TELEMETRY,
-        docs_url=None,
-        redoc_url=None,
         # In the order a request meets them.
         middleware=[
             Middleware(RequestMetrics, metrics=metrics),  # sees every answer, 401s and 429s too
@@ -86,7 +80,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             Middleware(DirectRoutes),  # the fast path, innermost
         ],
     )
-    versioned_openapi(app)  # before install_auth, which adds the security schemes to its document
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.send_metrics = SendMetrics(metrics)

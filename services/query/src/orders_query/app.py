@@ -13,13 +13,13 @@ from starlette.middleware import Middleware
 from orders_readmodel.store import OrderStore
 from orders_readmodel.stream import UpdateStream
 from orders_runtime import tracing
+from orders_web.apps import service_app
 from orders_web.auth import Auth, AuthMiddleware, check_bind, install_auth
 from orders_web.docs import install_docs
 from orders_web.elsewhere import install_elsewhere
 from orders_web.fastpath import DirectRoutes, include
-from orders_web.http import NO_TELEMETRY, body_limit_middleware, health_router, install_error_handlers
+from orders_web.http import body_limit_middleware, health_router, install_error_handlers
 from orders_web.metrics import RequestMetrics, ServiceMetrics
-from orders_web.openapi import openapi_tags, operation_id, versioned_openapi
 from orders_web.serving import freeze_startup_heap
 
 from .deps import get_store
@@ -83,16 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ServiceMetrics("query")
     tickets = StreamTickets(settings.stream_ticket_ttl_s)
     auth = Auth(settings, PUBLIC_PATHS, PUBLIC_PREFIXES, ticket_routes=live.TICKET_ROUTES, tickets=tickets)
-    app = FastAPI(
+    app = service_app(
         title="Order query API",
-        version="1.0.0",
-        generate_unique_id_function=operation_id,
-        openapi_tags=openapi_tags("orders", "live", "health"),
         description="Reads orders and their status from the read model that the processor keeps.",
+        tags=("orders", "live", "health"),
         lifespan=lifespan,
-        telemetry=NO_TELEMETRY,
-        docs_url=None,
-        redoc_url=None,
         # In the order a request meets them (no CORS: the dashboard is served from here).
         middleware=[
             Middleware(RequestMetrics, metrics=metrics),  # sees every answer, 401s and 429s too
@@ -101,7 +96,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             Middleware(DirectRoutes),  # the fast path, innermost
         ],
     )
-    versioned_openapi(app)  # before install_auth, which adds the security schemes to its document
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.tickets = tickets
