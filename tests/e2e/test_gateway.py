@@ -104,6 +104,7 @@ async def test_the_root_docs_dashboard_and_health(front: httpx.AsyncClient, gate
     assert f'<meta name="orders-api" content="{gateway_url}">' in dashboard.text, (
         "its form posts to the gateway"
     )
+    assert (await front.get("/metrics")).status_code == 404, "metrics stay on the internal network"
     health = await front.get("/health")
     assert health.status_code == 200
     assert health.text == "ok\n"
