@@ -79,11 +79,17 @@ def test_operations_are_made_for_clients(name: str) -> None:
         assert json_schema or "text/event-stream" in content, f"{where}: no response model"
         if json_schema:
             assert "$ref" in json_schema, f"{where}: the response is not a named model"
-        assert "422" not in operation["responses"], f"{where}: invalid input is a 400, never a 422"
+        unsent = operation["responses"].get("422", {}).get("content", {}).get("application/json", {})
+        assert unsent.get("schema") != {"$ref": "#/components/schemas/HTTPValidationError"}, (
+            f"{where}: invalid input is a 400, never FastAPI's 422"
+        )
         if operation.get("parameters") or operation.get("requestBody"):
             assert "400" in operation["responses"], f"{where}: takes input, so says what a 400 is"
     assert "/metrics" not in document["paths"]
     assert "HTTPValidationError" not in document.get("components", {}).get("schemas", {})
+    if name != "query":
+        (place,) = [op for op in operations(document).values() if op["operationId"] == "placeOrder"]
+        assert "422" in place["responses"], "an Idempotency-Key reused with another body is a 422"
 
 
 @pytest.mark.parametrize("name", NAMES)

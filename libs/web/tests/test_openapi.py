@@ -157,12 +157,21 @@ def test_fastapi_s_422_which_we_never_send_is_left_out() -> None:
     document = _app().openapi()
     assert all("422" not in op["responses"] for op in operations(document).values())
     assert not {"HTTPValidationError", "ValidationError"} & set(document["components"]["schemas"])
+    unsent = {"$ref": "#/components/schemas/HTTPValidationError"}
     kept: dict[str, Any] = {
-        "paths": {"/x": {"get": {"responses": {"422": {}, "200": {}}}}},
+        "paths": {
+            "/x": {
+                "get": {
+                    "responses": {"422": {"content": {"application/json": {"schema": unsent}}}, "200": {}}
+                }
+            },
+            "/y": {"post": {"responses": {"422": {"description": "a key reused"}}}},
+        },
         "components": {
             "schemas": {"ValidationError": {}, "Uses": {"$ref": "#/components/schemas/ValidationError"}}
         },
     }
     without_unsent_422(kept)
     assert kept["paths"]["/x"]["get"]["responses"] == {"200": {}}
+    assert kept["paths"]["/y"]["post"]["responses"] == {"422": {"description": "a key reused"}}, "its own 422"
     assert "ValidationError" in kept["components"]["schemas"], "still referred to: kept"

@@ -100,13 +100,21 @@ def versioned_openapi(app: FastAPI) -> None:
 _FASTAPI_422_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
+def _is_fastapi_default_422(response: Any) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {}) if response else {}
+    return bool(schema.get("$ref") == "#/components/schemas/HTTPValidationError")
+
+
 def without_unsent_422(document: dict[str, Any]) -> dict[str, Any]:
-    """The document without FastAPI's default 422 answers, which our services never send: an
-    invalid request is a 400 with the error envelope (`orders_web.http`), documented on every
-    route that takes input. Left in, every generated client would carry a response type that
-    never arrives. Its schemas go too, once nothing refers to them."""
+    """The document without FastAPI's default 422 answers (`HTTPValidationError`), which our
+    services never send: an invalid request is a 400 with the error envelope (`orders_web.http`),
+    documented on every route that takes input. Left in, every generated client would carry a
+    response type that never arrives. A 422 a route declares itself (an Idempotency-Key reused
+    with another body) stays. Its schemas go too, once nothing refers to them."""
     for operation in operations(document).values():
-        operation.get("responses", {}).pop("422", None)
+        responses = operation.get("responses", {})
+        if _is_fastapi_default_422(responses.get("422")):
+            del responses["422"]
     schemas = document.get("components", {}).get("schemas", {})
     kept = {name: schema for name, schema in schemas.items() if name not in _FASTAPI_422_SCHEMAS}
     rest = orjson.dumps({**document, "components": {**document.get("components", {}), "schemas": kept}})
