@@ -124,6 +124,9 @@ def test_writes_go_to_the_api_and_everything_else_to_the_query_service() -> None
         assert upstream(method, path) == "query", (method, path)
     assert re.search(r"location = / \{\s*return 302 /docs;", text)
     assert re.search(r"location = /health \{[^}]*return 200", text)
+    assert re.search(r"location = /metrics \{\s*return 404;", text), "metrics stay on the internal network"
+    assert re.search(r"location = /openapi.json \{[^}]*try_files /front-door.json", text)
+    assert "merge_slashes off;" in text, "routed on the path as the services will see it"
 
 
 def test_live_streams_pass_unbuffered_with_their_headers() -> None:
@@ -139,7 +142,7 @@ def test_live_streams_pass_unbuffered_with_their_headers() -> None:
     server = text[text.index("server {") :]
     for header in (
         "proxy_http_version 1.1;",
-        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-For $remote_addr;",
         "proxy_set_header X-Forwarded-Proto $scheme;",
         "proxy_set_header X-Forwarded-Host $http_host;",
         "proxy_set_header Last-Event-ID $http_last_event_id;",

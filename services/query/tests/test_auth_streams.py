@@ -137,7 +137,8 @@ async def test_a_customer_s_catch_up_is_bounded_and_charged_to_the_rate_limit(
         # Staff catch up as before, however far.
         all_of_a = await events(f"/api/orders/events?userId={USER_A}", "0-0", staff, 2)
         assert [e.json()["orderId"] for e in all_of_a] == [first.order_id, second.order_id]
-        # What was read was charged: 3 requests, 7 + 10 + 10 pages of 100 entries: 30 > 20.
+        # What was read was charged: 3 requests, 7 + 10 pages of 100 entries, then one page of the
+        # third catch-up (5) takes the customer over the limit, so it reads no further: 25 > 20.
         limited = await client.get("/api/orders", headers=a)
         assert limited.status_code == 429
 

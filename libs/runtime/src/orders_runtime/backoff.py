@@ -1,4 +1,4 @@
-"""The one retry backoff of every retry loop: exponential, capped, with full jitter, reset on success.
+"""The one retry backoff of every retry loop: exponential, capped, with bounded jitter, reset on success.
 
 A loop keeps one `Backoff`, awaits `backoff.wait()` (or `wait(stopping)`, which returns early
 when the event is set) after each failure, and calls `backoff.reset()` after a success:

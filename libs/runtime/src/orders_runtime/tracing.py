@@ -179,15 +179,6 @@ def context_from_traceparent(value: str | None) -> Context | None:
     return _PROPAGATOR.extract({"traceparent": value})
 
 
-def link_to(value: str | None) -> list[Link]:
-    """A link to the span `value` (a traceparent) names, or none."""
-    context = context_from_traceparent(value)
-    if context is None:
-        return []
-    linked = trace.get_current_span(context).get_span_context()
-    return [Link(linked)] if linked.is_valid else []
-
-
 def current_ids() -> tuple[str, str] | None:
     """The current span's (trace id, span id) in hex, for logs; None when there is none."""
     if not ENABLED:

@@ -7,8 +7,9 @@ gateway) serves both at the same path.
 `install_elsewhere(app, "api", settings.api_public_url)` on the query service: a 405 then
 answers, in the envelope,
 
-    GET /api/orders is served by the query service: http://localhost:8001/api/orders;
-    through the gateway at /api/orders
+    GET /api/orders is served by the query service: http://localhost:8001/api/orders
+
+(the other service's public URL: the gateway's, where one runs, which serves both)
 
 with `Link: <http://localhost:8001/api/orders>; rel="alternate"` and the `Allow` header of the
 method-not-allowed answer. A method neither service serves there is a plain 405.
@@ -101,9 +102,7 @@ def install_elsewhere(app: FastAPI, other: Service, other_url: str) -> None:
             return envelope(str(detail), status_code=405, headers=headers)
         url = f"{base}{path}"
         headers["Link"] = f'<{url}>; rel="alternate"'
-        message = (
-            f"{method} {path} is served by the {SERVICE_NAMES[other]}: {url}; through the gateway at {path}"
-        )
+        message = f"{method} {path} is served by the {SERVICE_NAMES[other]}: {url}"
         return envelope(message, status_code=405, headers=headers)
 
     app.add_exception_handler(405, method_elsewhere)

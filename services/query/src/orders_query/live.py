@@ -121,8 +121,9 @@ class CatchUpBudget:
 
     entries: int
     """Entries read at most: a client further behind gets a `reset`, as for a trimmed position."""
-    charge: Callable[[int], Awaitable[None]]
-    """Called with the number of entries each page read held (the rate limit's cost)."""
+    charge: Callable[[int], Awaitable[bool]]
+    """Called with the number of entries each page read held (the rate limit's cost); False
+    once the client is over its limit: the catch-up then reads no further page (a `reset`)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -330,7 +331,8 @@ class LiveStream:
                 break
             if self.budget is not None and left is not None:
                 left -= len(page)
-                await self.budget.charge(len(page))
+                if not await self.budget.charge(len(page)):
+                    left = 0  # over the rate limit: this page is the last one read
             for update in page:
                 self.last = update.position
                 if self.order_id is not None and update.order_id != self.order_id:

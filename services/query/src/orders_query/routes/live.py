@@ -97,8 +97,8 @@ def _budget(auth: Auth, principal: Principal) -> CatchUpBudget | None:
     if principal.reads_all:
         return None
 
-    async def charge(entries: int) -> None:
-        await auth.charge(principal, ceil(entries / ENTRIES_PER_REQUEST))
+    async def charge(entries: int) -> bool:
+        return await auth.charge(principal, ceil(entries / ENTRIES_PER_REQUEST)) is None
 
     return CatchUpBudget(CATCH_UP_ENTRIES, charge)
 
