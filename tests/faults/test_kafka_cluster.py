@@ -5,7 +5,10 @@ stopped at its end whatever happened. The stack on it gets the three-broker boot
 replication factor 3 and `min.insync.replicas=2`. The broker that leads most partitions of
 `orders` is SIGKILLed while orders arrive at a steady rate and started again later: the
 ledger audit (orders_stack.ledger) finds every acknowledged order exactly once, in the read
-model, on the topic and on `orders.status`, and nothing else.
+model, on the topic and on `orders.status`, and nothing else. A topic found with fewer
+replicas than asked for is reported (ensure_topics' warning and result, the services'
+`kafka_topic_under_replicated` gauge); with two of three nodes gone an order gets 503 with
+Retry-After within the send timeout.
 """
 
 import asyncio
@@ -160,9 +163,17 @@ async def test_the_leader_of_orders_killed_mid_load_and_restarted(
         RedisSettings(redis_url=cluster.redis_url, redis_key_prefix=env["REDIS_KEY_PREFIX"])
     )
     killed: int | None = None
+    # Someone made the dead-letter topic with one replica: both services say so at start.
+    dlq = env["KAFKA_DLQ_TOPIC"]
+    await admin.create_topics([NewTopic(dlq, 6, 1)])
     try:
         with stack:
             assert stack.service_env()["KAFKA_REPLICATION_FACTOR"] == "3"
+            async with httpx.AsyncClient(timeout=5) as http, asyncio.timeout(30):
+                for url, name in ((stack.api_url, "api"), (stack.processor_url, "processor")):
+                    gauge = f"{name}_kafka_topic_under_replicated"
+                    while f'{gauge}{{topic="{dlq}"}} 1.0' not in (await http.get(f"{url}/metrics")).text:
+                        await asyncio.sleep(0.2)
             leaders = await _leaders(admin, topic)
             (described,) = await _described(admin, [topic])
             assert {len(p["replicas"]) for p in described["partitions"]} == {3}
