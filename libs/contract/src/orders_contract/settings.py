@@ -65,7 +65,18 @@ class KafkaSettings(_Base):
         6, ge=1, description="Partitions of the topics when they are created."
     )
     kafka_replication_factor: int = Field(
-        1, ge=1, description="Replicas of the topics when they are created."
+        1,
+        ge=1,
+        description="Replicas of the topics when they are created; a topic found with fewer is "
+        "reported at start (a warning and the `kafka_topic_under_replicated` gauge), never "
+        "silently used. `make up KAFKA_BROKERS=3` sets 3.",
+    )
+    kafka_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="min.insync.replicas of the topics when they are created: replicas that must "
+        "hold a record before an `acks=all` send is acknowledged (a partition with fewer in sync "
+        "refuses writes rather than keep one copy). `make up KAFKA_BROKERS=3` sets 2.",
     )
 
 

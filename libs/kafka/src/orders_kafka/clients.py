@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,7 +13,15 @@ from orders_contract.events import CONTENT_TYPE_HEADER
 from orders_contract.settings import KafkaSettings
 from orders_runtime import tracing
 
-__all__ = ["Headers", "ensure_topics", "new_producer", "record_headers", "start_reader", "stop_bounded"]
+__all__ = [
+    "Headers",
+    "UnderReplicated",
+    "ensure_topics",
+    "new_producer",
+    "record_headers",
+    "start_reader",
+    "stop_bounded",
+]
 
 Headers = list[tuple[str, bytes]]
 """Kafka record headers, as aiokafka takes and gives them."""
@@ -21,20 +29,37 @@ Headers = list[tuple[str, bytes]]
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> None:
+class UnderReplicated(NamedTuple):
+    """A topic that exists with fewer replicas than the settings ask for."""
+
+    topic: str
+    replication_factor: int
+    """The fewest replicas of any of its partitions."""
+    wanted: int
+
+
+async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> list[UnderReplicated]:
     """Create the orders, status, dead-letter and quarantine topics unless they exist.
 
-    Topics are created explicitly, with their partition count and retention, rather than by
-    the broker's auto-creation on first use (one partition, the wrong count). The retention
-    (`kafka_topic_retention_ms`, by default -1: forever) is what `make rebuild` relies on;
-    a topic that exists already keeps its own.
+    Topics are created explicitly, with their partition count, replication factor,
+    `min.insync.replicas` and retention, rather than by the broker's auto-creation on first use
+    (one partition, the wrong count). The retention (`kafka_topic_retention_ms`, by default -1:
+    forever) is what `make rebuild` relies on; a topic that exists already keeps its own.
+
+    A topic that exists with fewer replicas than `kafka_replication_factor` is never silently
+    used: it is logged as a warning and returned, for the caller's
+    `kafka_topic_under_replicated` gauge (Kafka does not add replicas by itself; a partition
+    reassignment does).
     """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=int(timeout * 1000)
     )
     try:
         await asyncio.wait_for(admin.start(), timeout)
-        retention = {"retention.ms": str(settings.kafka_topic_retention_ms)}
+        configs = {
+            "retention.ms": str(settings.kafka_topic_retention_ms),
+            "min.insync.replicas": str(settings.kafka_min_insync_replicas),
+        }
         names = (
             settings.kafka_orders_topic,
             settings.kafka_status_topic,
@@ -46,19 +71,45 @@ async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> None:
                 name,
                 settings.kafka_topic_partitions,
                 settings.kafka_replication_factor,
-                topic_configs=retention,
+                topic_configs=configs,
             )
             for name in names
         ]
         response = await asyncio.wait_for(admin.create_topics(topics), timeout)
+        existing = []
         for topic, code, *_ in response.topic_errors:  # type: ignore[attr-defined]
             if code == TopicAlreadyExistsError.errno:
+                existing.append(topic)
                 continue
             if code:
                 raise for_code(code)(f"cannot create topic {topic!r}")
             log.info("created topic %s", topic)
+        if not existing:
+            return []
+        described = await asyncio.wait_for(admin.describe_topics(existing), timeout)
     finally:
         await admin.close()
+    return _under_replicated(described, settings.kafka_replication_factor)
+
+
+def _under_replicated(described: list[Any], wanted: int) -> list[UnderReplicated]:
+    found = []
+    for topic in described:
+        partitions = topic.get("partitions") or []
+        if topic.get("error_code") or not partitions:
+            continue
+        replicas = min(len(p["replicas"]) for p in partitions)
+        if replicas < wanted:
+            log.warning(
+                "topic %s exists with replication factor %d, below the %d asked for "
+                "(KAFKA_REPLICATION_FACTOR): it is used as it is; reassign its partitions "
+                "to add replicas",
+                topic["topic"],
+                replicas,
+                wanted,
+            )
+            found.append(UnderReplicated(topic["topic"], replicas, wanted))
+    return found
 
 
 def record_headers() -> Headers:

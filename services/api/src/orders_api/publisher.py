@@ -102,6 +102,12 @@ class SendMetrics:
         self.failures = metrics.counter(
             "kafka_send_failures", "Sends Kafka did not acknowledge, by reason.", ("kind", "reason")
         )
+        self.under_replicated = metrics.gauge(
+            "kafka_topic_under_replicated",
+            "1: the topic exists with fewer replicas than KAFKA_REPLICATION_FACTOR (found at start).",
+            ("topic",),
+            multiprocess_mode="max",
+        )
 
 
 class Publisher:
@@ -217,7 +223,8 @@ class Publisher:
         settings = self._settings
         try:
             if not self._topics_ready:
-                await ensure_topics(settings, timeout=self._timeout)
+                for found in await ensure_topics(settings, timeout=self._timeout):
+                    self.metrics.under_replicated.labels(found.topic).set(1)
                 self._topics_ready = True
             producer = new_producer(
                 settings,

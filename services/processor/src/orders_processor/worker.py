@@ -10,7 +10,6 @@ producer.
 
 import asyncio
 import re
-from functools import partial
 
 from orders_kafka.clients import ensure_topics
 from orders_readmodel.store import OrderStore
@@ -55,10 +54,20 @@ class Worker:
             consumer_metrics(self.service_metrics, lambda: self.consumer.lag()),
             retry_on=TRANSIENT,
         )
+        self._under_replicated = self.service_metrics.gauge(
+            "kafka_topic_under_replicated",
+            "1: the topic exists with fewer replicas than KAFKA_REPLICATION_FACTOR (found at start).",
+            ("topic",),
+            multiprocess_mode="max",
+        )
+
+    async def _ensure_topics(self) -> None:
+        for found in await ensure_topics(self._settings):
+            self._under_replicated.labels(found.topic).set(1)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until `stopping` is set, then drain, commit and leave the group."""
-        if not await until_stopped(stopping, partial(ensure_topics, self._settings), "create topics"):
+        if not await until_stopped(stopping, self._ensure_topics, "create topics"):
             return
         consumer, dead_letters = self.consumer, self._dead_letters
         try:

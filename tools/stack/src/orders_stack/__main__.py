@@ -134,10 +134,17 @@ def main() -> None:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
 
+    brokers = _port("KAFKA_BROKERS", 1)
     infra = Infra(
         args.data_dir,
         kafka_port=_port("KAFKA_PORT", 9092),
         redis_port=_port("REDIS_PORT", 6379),
+        kafka_brokers=brokers,
+        # KAFKA_BROKERS=3: nodes 2 and 3 on the next ports, the controllers on fixed ones (the
+        # quorum's voters name them, across restarts); each node in .data/stack/kafka-<n>.
+        kafka_ports=[_port("KAFKA_PORT_2", 9094), _port("KAFKA_PORT_3", 9095)],
+        controller_ports=[19093, 29093, 39093],
+        kafka_heap="384m" if brokers > 1 else "512m",
     )
     stack = Stack(
         infra,
@@ -154,7 +161,8 @@ def main() -> None:
         otlp_grpc_port=_port("JAEGER_OTLP_GRPC_PORT", 4317),
     )
     oidc = os.environ.get("AUTH_MODE", "none") == "oidc"
-    print("Starting Kafka and Redis (Kafka takes a few seconds)...", flush=True)
+    nodes = f"{brokers} nodes" if brokers > 1 else "one node"
+    print(f"Starting Kafka ({nodes}) and Redis (Kafka takes a few seconds)...", flush=True)
     try:
         with ExitStack() as running:
             if tracing:

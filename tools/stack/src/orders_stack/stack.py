@@ -1,6 +1,6 @@
 """Kafka, Redis and the three services as local processes.
 
-`Infra` is Kafka (KRaft, one node, from the Maven Central jars) and Redis
+`Infra` is Kafka (KRaft, one node or a cluster of three, from the Maven Central jars) and Redis
 (Debian's redis-server, AOF on); `Stack` adds the api, processor and query on
 top, and the front door (nginx, `gateway_port`) when asked. Both are context
 managers that stop everything they started, in reverse order, whatever
@@ -116,21 +116,61 @@ def _port_free(port: int) -> None:
             ) from None
 
 
-async def _kafka_answers(bootstrap: str) -> bool:
+async def _kafka_answers(bootstrap: str, brokers: int = 1) -> bool:
+    """Kafka answers a metadata request at `bootstrap`, naming at least `brokers` brokers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     try:
         await asyncio.wait_for(admin.start(), 3)
-        await asyncio.wait_for(admin.describe_cluster(), 3)
-        return True
+        cluster = await asyncio.wait_for(admin.describe_cluster(), 3)
+        return len(cluster["brokers"]) >= brokers
     finally:
         await admin.close()
 
 
+CLUSTER_BROKER_CONFIG = [
+    # Every internal topic on all three nodes, two of them in sync for a write.
+    "default.replication.factor=3",
+    "min.insync.replicas=2",
+    "offsets.topic.replication.factor=3",
+    "transaction.state.log.replication.factor=3",
+    "transaction.state.log.min.isr=2",
+    "share.coordinator.state.topic.replication.factor=3",
+    "share.coordinator.state.topic.min.isr=2",
+    # A replica that was not in sync never becomes leader: it could lack acknowledged records.
+    "unclean.leader.election.enable=false",
+    # A dead broker is fenced (its partitions get new leaders) after 2.5 s, not 9 s, and a dead
+    # active controller is replaced after about 1.5 s, not 3 s: leader loss fits inside the
+    # api's send timeout (5 s) even when the leader was also the controller.
+    "broker.session.timeout.ms=2500",
+    "broker.heartbeat.interval.ms=500",
+    "controller.quorum.fetch.timeout.ms=1000",
+    "controller.quorum.election.timeout.ms=500",
+]
+"""The broker settings of the three-node cluster beyond the single node's."""
+
+
+def _read_cluster_id(homes: list[Path]) -> str | None:
+    """The cluster id a node's formatted log directory already holds, if one does."""
+    for home in homes:
+        meta = home / "log" / "meta.properties"
+        if meta.exists():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+    return None
+
+
 @dataclass
 class Infra:
-    """Kafka and Redis. Ports of 0 are picked free at start."""
+    """Kafka and Redis. Ports of 0 are picked free at start.
+
+    `kafka_brokers=3`: a KRaft cluster of three nodes from the same jars, each controller and
+    broker, one cluster id, a data directory (`kafka-<n>`) and ports of its own: node 1 on
+    `kafka_port`, the others on `kafka_ports` (free ones when not given). Topics then want
+    replication factor 3 and `min.insync.replicas` 2 (`kafka_env`), and so do the internal
+    topics (`CLUSTER_BROKER_CONFIG`). One broker (the default) is the single node as it was."""
 
     data_dir: Path
     kafka_port: int = 9092
@@ -138,10 +178,35 @@ class Infra:
     kafka_heap: str = "512m"
     controller_port: int = 0
     procs: list[Proc] = field(default_factory=list)
+    kafka_brokers: int = 1
+    kafka_ports: list[int] = field(default_factory=list)
+    """Ports of nodes 2..n (cluster mode); 0 or missing: a free one."""
+    controller_ports: list[int] = field(default_factory=list)
+    """Controller ports of nodes 1..n (cluster mode); 0 or missing: a free one."""
+    kafkas: dict[int, Proc] = field(default_factory=dict)
+    """The running Kafka nodes by node id."""
+    kafka_cluster_id: str = ""
+    """Every node's KRaft cluster id ("": the one on disk, else a new one)."""
+
+    def __post_init__(self) -> None:
+        if self.kafka_brokers not in (1, 3):
+            raise ValueError(f"KAFKA_BROKERS is 1 or 3, not {self.kafka_brokers}")
+
+    @property
+    def broker_ports(self) -> list[int]:
+        """The client port of each node, node 1 first."""
+        return [self.kafka_port, *self.kafka_ports][: self.kafka_brokers]
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{port}" for port in self.broker_ports)
+
+    @property
+    def kafka_env(self) -> dict[str, str]:
+        """What the services are told of this Kafka beyond its bootstrap list."""
+        if self.kafka_brokers == 1:
+            return {}
+        return {"KAFKA_REPLICATION_FACTOR": "3", "KAFKA_MIN_INSYNC_REPLICAS": "2"}
 
     @property
     def redis_url(self) -> str:
@@ -155,56 +220,86 @@ class Infra:
         libs = ensure_kafka_jars()
         self.kafka_port = self.kafka_port or free_port()
         self.redis_port = self.redis_port or free_port()
-        for port in (self.kafka_port, self.redis_port):
+        if self.kafka_brokers > 1:
+            extra = self.kafka_brokers - 1
+            self.kafka_ports = [p or free_port() for p in [*self.kafka_ports, *[0] * extra][:extra]]
+            n = self.kafka_brokers
+            self.controller_ports = [p or free_port() for p in [*self.controller_ports, *[0] * n][:n]]
+        for port in (*self.broker_ports, self.redis_port):
             _port_free(port)
         try:
-            self.kafka = self._start_kafka(java, libs)
+            for node in range(1, self.kafka_brokers + 1):
+                self._start_kafka(java, libs, node)
             self.redis = self._start_redis(redis_server)
             wait_until("Redis", self._redis_answers, 30, [self.redis])
             wait_until(
                 "Kafka",
-                lambda: asyncio.run(_kafka_answers(self.kafka_bootstrap)),
+                lambda: asyncio.run(_kafka_answers(self.kafka_bootstrap, self.kafka_brokers)),
                 120,
-                [self.kafka],
+                list(self.kafkas.values()),
             )
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start_kafka(self, java: str, libs: Path) -> Proc:
-        home = self.data_dir / "kafka"
+    @property
+    def kafka(self) -> Proc:
+        """The Kafka process (node 1 of a cluster)."""
+        return self.kafkas[1]
+
+    def _home(self, node: int) -> Path:
+        return self.data_dir / ("kafka" if self.kafka_brokers == 1 else f"kafka-{node}")
+
+    def _node_config(self, node: int, home: Path) -> list[str]:
+        port = self.broker_ports[node - 1]
+        if self.kafka_brokers == 1:
+            # The controller keeps its port across restarts: the quorum's voters name it.
+            controller = self.controller_port = self.controller_port or free_port()
+            voters = f"1@127.0.0.1:{controller}"
+            internal_rf = [
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+            ]
+        else:
+            controller = self.controller_ports[node - 1]
+            voters = ",".join(f"{n}@127.0.0.1:{p}" for n, p in enumerate(self.controller_ports, 1))
+            internal_rf = ["offsets.topic.num.partitions=10", *CLUSTER_BROKER_CONFIG]
+        return [
+            "process.roles=broker,controller",
+            f"node.id={node}",
+            f"controller.quorum.voters={voters}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={home / 'log'}",
+            "num.partitions=6",
+            # Keep every record: `make rebuild` reads the status topic from its start.
+            "log.retention.ms=-1",
+            "auto.create.topics.enable=false",
+            *internal_rf,
+            "group.initial.rebalance.delay.ms=0",
+            "",
+        ]
+
+    def _cluster_id(self) -> str:
+        """One id for every node: the one a node was formatted with already, else a new one."""
+        if not self.kafka_cluster_id:
+            homes = [self._home(n) for n in range(1, self.kafka_brokers + 1)]
+            self.kafka_cluster_id = _read_cluster_id(homes) or cluster_id()
+        return self.kafka_cluster_id
+
+    def _start_kafka(self, java: str, libs: Path, node: int = 1) -> Proc:
+        home = self._home(node)
         home.mkdir(parents=True, exist_ok=True)
-        # The controller keeps its port across restarts: the quorum's voters name it.
-        controller = self.controller_port = self.controller_port or free_port()
         props = home / "server.properties"
-        props.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{controller}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.kafka_port},CONTROLLER://127.0.0.1:{controller}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.kafka_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                    f"log.dirs={home / 'log'}",
-                    "num.partitions=6",
-                    # Keep every record: `make rebuild` reads the status topic from its start.
-                    "log.retention.ms=-1",
-                    "auto.create.topics.enable=false",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=10",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "",
-                ]
-            )
-        )
+        props.write_text("\n".join(self._node_config(node, home)))
         (home / "log4j2.properties").write_text(LOG4J2)
         classpath = f"{libs}/*"
         if not (home / "log" / "meta.properties").exists():
@@ -217,7 +312,7 @@ class Infra:
                     "kafka.tools.StorageTool",
                     "format",
                     "-t",
-                    cluster_id(),
+                    self._cluster_id(),
                     "-c",
                     str(props),
                 ],
@@ -229,8 +324,9 @@ class Infra:
                     f"Kafka's storage tool could not format {home / 'log'} "
                     f"(exit {formatted.returncode}): {formatted.stderr.strip() or formatted.stdout.strip()}"
                 )
+        name = "kafka" if self.kafka_brokers == 1 else f"kafka-{node}"
         proc = Proc(
-            "kafka",
+            name,
             [
                 java,
                 f"-Xmx{self.kafka_heap}",
@@ -243,10 +339,32 @@ class Infra:
                 "kafka.Kafka",
                 str(props),
             ],
-            self.data_dir / "logs" / "kafka.log",
+            self.data_dir / "logs" / f"{name}.log",
         ).start()
         self.procs.append(proc)
+        self.kafkas[node] = proc
         return proc
+
+    def kill_broker(self, node: int, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop Kafka node `node` with `sig` (SIGKILL: a crash) and wait until it is gone."""
+        proc = self.kafkas.pop(node)
+        proc.signal(sig)
+        if proc.wait(60) is None:
+            proc.kill()
+        proc.stop()  # reaps what is left of its group
+        self.procs.remove(proc)
+
+    def start_broker(self, node: int) -> None:
+        """Start Kafka node `node` again on its ports and data; wait until it answers and the
+        cluster names every node again."""
+        proc = self._start_kafka(_require("java", ""), ensure_kafka_jars(), node)
+        own = f"127.0.0.1:{self.broker_ports[node - 1]}"
+        wait_until(
+            f"Kafka node {node}",
+            lambda: asyncio.run(_kafka_answers(own, self.kafka_brokers)),
+            120,
+            [proc],
+        )
 
     def _start_redis(self, redis_server: str) -> Proc:
         home = self.data_dir / "redis"
@@ -280,15 +398,23 @@ class Infra:
     def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Stop Kafka or Redis with `sig` (SIGKILL: a crash), then start it again on the same
         port and data, and wait until it answers."""
-        proc = self.kafka if name == "kafka" else self.redis
-        proc.signal(sig)
-        if proc.wait(60) is None:
-            proc.kill()
-        self.procs.remove(proc)
         if name == "kafka":
-            self.kafka = self._start_kafka(_require("java", ""), ensure_kafka_jars())
-            wait_until("Kafka", lambda: asyncio.run(_kafka_answers(self.kafka_bootstrap)), 120, [self.kafka])
+            for node in sorted(self.kafkas):
+                self.kill_broker(node, sig)
+            for node in range(1, self.kafka_brokers + 1):
+                self._start_kafka(_require("java", ""), ensure_kafka_jars(), node)
+            wait_until(
+                "Kafka",
+                lambda: asyncio.run(_kafka_answers(self.kafka_bootstrap, self.kafka_brokers)),
+                120,
+                list(self.kafkas.values()),
+            )
         else:
+            proc = self.redis
+            proc.signal(sig)
+            if proc.wait(60) is None:
+                proc.kill()
+            self.procs.remove(proc)
             self.redis = self._start_redis(_require("redis-server", ""))
             wait_until("Redis", self._redis_answers, 60, [self.redis])
 
@@ -298,9 +424,14 @@ class Infra:
             return sock.recv(16).startswith(b"+PONG")
 
     def stop(self) -> None:
+        if len(self.kafkas) > 1:
+            # All nodes at once: one by one, the last would wait for a quorum that has left.
+            for proc in self.kafkas.values():
+                proc.signal(signal.SIGTERM)
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
+        self.kafkas.clear()
 
     def __enter__(self) -> "Infra":
         return self.start()
@@ -361,6 +492,7 @@ class Stack:
             "CORS_ORIGINS": ",".join(origins),
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
+            **self.infra.kafka_env,
             "REDIS_URL": self.infra.redis_url,
             "API_PORT": str(self.api_port),
             "QUERY_PORT": str(self.query_port),
