@@ -12,11 +12,9 @@ told to `reset`.
 last stream entry it has accounted for, so with `Last-Event-ID` a reconnect
 resumes with no gap and no repeat.
 
-Catching up reads every entry between the client's position and the hub's,
-whoever they concern. A customer's stream does so within a `CatchUpBudget`:
-at most so many entries per catch-up (further behind, it gets the `reset` of
-a trimmed position), each page read charged to the customer's rate limit, so
-that the work a customer causes stays in proportion to what they may ask.
+Catching up reads every entry between the client's position and the hub's, whoever they
+concern. A customer's stream does so within a `CatchUpBudget`: so many entries at most (further
+behind: the `reset` of a trimmed position), each page charged to the customer's rate limit.
 """
 
 import asyncio

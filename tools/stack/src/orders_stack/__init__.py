@@ -3,6 +3,7 @@
 Nothing here is imported by a service; the tests and the Makefile use it.
 """
 
-from .stack import Infra, Stack, free_port
+from .services import Stack
+from .stack import Infra, free_port
 
 __all__ = ["Infra", "Stack", "free_port"]

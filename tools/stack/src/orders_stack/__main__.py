@@ -15,7 +15,8 @@ from orders_contract.settings import GatewaySettings
 from .jaeger import Jaeger
 from .oidc import Hydra
 from .procs import Proc
-from .stack import ROOT, Infra, Stack
+from .services import Stack
+from .stack import ROOT, Infra
 
 
 def _port(name: str, default: int) -> int:
