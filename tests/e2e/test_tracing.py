@@ -84,11 +84,22 @@ async def test_an_order_is_one_trace_across_api_processor_and_query(
     )
 
     def whole_trace() -> bool:
+        """Every service's spans are in (each exports in batches, on its own schedule)."""
         found = find_trace(jaeger.query_url, order_id)
-        names = {span["operationName"] for span in found["spans"]} if found else set()
-        return {"orders process", "order complete", "sse send"} <= names
+        if not found:
+            return False
+        names = {span["operationName"] for span in found["spans"]}
+        processes = {pid: p["serviceName"] for pid, p in found["processes"].items()}
+        exported = {processes[span["processID"]] for span in found["spans"]}
+        return {"orders process", "order complete", "sse send"} <= names and {
+            "api",
+            "processor",
+            "query",
+        } <= exported
 
-    await asyncio.to_thread(wait_until, "the processor's and the query's spans in Jaeger", whole_trace, 30)
+    await asyncio.to_thread(
+        wait_until, "the api's, the processor's and the query's spans in Jaeger", whole_trace, 30
+    )
     trace = find_trace(jaeger.query_url, order_id)
     assert trace is not None
     spans = {span["spanID"]: span for span in trace["spans"]}

@@ -12,6 +12,7 @@ Retry-After within the send timeout.
 """
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -163,6 +164,7 @@ async def test_the_leader_of_orders_killed_mid_load_and_restarted(
         RedisSettings(redis_url=cluster.redis_url, redis_key_prefix=env["REDIS_KEY_PREFIX"])
     )
     killed: int | None = None
+    load: asyncio.Task[Ledger] | None = None
     # Someone made the dead-letter topic with one replica: both services say so at start.
     dlq = env["KAFKA_DLQ_TOPIC"]
     await admin.create_topics([NewTopic(dlq, 6, 1)])
@@ -210,6 +212,10 @@ async def test_the_leader_of_orders_killed_mid_load_and_restarted(
             killed = others[0]  # the helper kills both others: no quorum is left
             await _no_quorum_is_a_503(cluster, stack, victim, topic)
     finally:
+        if load is not None and not load.done():  # failed mid-load: the clients stop first
+            load.cancel()
+            with contextlib.suppress(BaseException):
+                await load
         await store.redis.aclose()
         if killed is not None:
             # Nodes left without a quorum would not stop on SIGTERM: end the cluster's test here.

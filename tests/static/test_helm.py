@@ -320,3 +320,21 @@ def test_pods_listen_on_every_interface_behind_oidc(objects: list[Manifest]) -> 
             assert env["AUTH_MODE"]["value"] == "oidc"
             assert env["OIDC_ISSUER"]["value"].startswith("https://")
             assert env["OIDC_AUDIENCE"]["value"]
+
+
+def test_topics_keep_a_copy_per_lost_broker_on_a_cluster(
+    rendered: tuple[str, str], objects: list[Manifest]
+) -> None:
+    """With three replicas an acks=all send waits for two (one broker may be lost); by default
+    the chart leaves min.insync.replicas to the brokers. Every service that creates topics
+    gets the same values, and they fit: the settings refuse more in sync than replicas."""
+    for component, _, container in containers(objects):
+        env = env_of(container)
+        if "KAFKA_REPLICATION_FACTOR" not in env:
+            continue
+        factor = int(env["KAFKA_REPLICATION_FACTOR"]["value"])
+        in_sync = env.get("KAFKA_MIN_INSYNC_REPLICAS", {}).get("value")
+        if rendered[0] == "cluster":
+            assert (factor, in_sync) == (3, "2"), component
+        else:
+            assert in_sync is None, f"{component}: the brokers' default unless asked"

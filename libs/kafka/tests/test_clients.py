@@ -4,11 +4,21 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from pydantic import ValidationError
 
 from orders_contract.events import CONTENT_TYPE
 from orders_contract.settings import KafkaSettings
 from orders_kafka.clients import ensure_topics, new_producer, record_headers, start_reader, stop_bounded
 from orders_stack import Infra
+
+
+def test_more_in_sync_replicas_than_replicas_is_refused() -> None:
+    with pytest.raises(ValidationError, match="exceeds KAFKA_REPLICATION_FACTOR"):
+        KafkaSettings(kafka_replication_factor=1, kafka_min_insync_replicas=2)
+    assert (
+        KafkaSettings(kafka_replication_factor=3, kafka_min_insync_replicas=2).kafka_min_insync_replicas == 2
+    )
+    assert KafkaSettings().kafka_min_insync_replicas is None, "the brokers' own default"
 
 
 def test_every_record_says_it_is_a_structured_cloudevent() -> None:

@@ -91,6 +91,10 @@ app.kubernetes.io/part-of: orders
   value: {{ .Values.kafka.topics.partitions | quote }}
 - name: KAFKA_REPLICATION_FACTOR
   value: {{ .Values.kafka.topics.replicationFactor | quote }}
+{{- with .Values.kafka.topics.minInsyncReplicas }}
+- name: KAFKA_MIN_INSYNC_REPLICAS
+  value: {{ . | quote }}
+{{- end }}
 - name: KAFKA_TOPIC_RETENTION_MS
   value: {{ .Values.kafka.topics.retentionMs | int64 | quote }}
 {{- end }}

@@ -6,7 +6,7 @@ settings class picks the groups it needs; README.md lists them all.
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -71,13 +71,24 @@ class KafkaSettings(_Base):
         "reported at start (a warning and the `kafka_topic_under_replicated` gauge), never "
         "silently used. `make up KAFKA_BROKERS=3` sets 3.",
     )
-    kafka_min_insync_replicas: int = Field(
-        1,
+    kafka_min_insync_replicas: int | None = Field(
+        None,
         ge=1,
         description="min.insync.replicas of the topics when they are created: replicas that must "
         "hold a record before an `acks=all` send is acknowledged (a partition with fewer in sync "
-        "refuses writes rather than keep one copy). `make up KAFKA_BROKERS=3` sets 2.",
+        "refuses writes rather than keep one copy). Unset: the broker's own default. At most "
+        "`KAFKA_REPLICATION_FACTOR`. `make up KAFKA_BROKERS=3` sets 2.",
     )
+
+    @model_validator(mode="after")
+    def _min_insync_fits(self) -> "KafkaSettings":
+        wanted = self.kafka_min_insync_replicas
+        if wanted is not None and wanted > self.kafka_replication_factor:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS={wanted} exceeds KAFKA_REPLICATION_FACTOR="
+                f"{self.kafka_replication_factor}: every write would be refused"
+            )
+        return self
 
 
 class RedisSettings(_Base):

@@ -56,10 +56,9 @@ async def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> list[
     )
     try:
         await asyncio.wait_for(admin.start(), timeout)
-        configs = {
-            "retention.ms": str(settings.kafka_topic_retention_ms),
-            "min.insync.replicas": str(settings.kafka_min_insync_replicas),
-        }
+        configs = {"retention.ms": str(settings.kafka_topic_retention_ms)}
+        if settings.kafka_min_insync_replicas is not None:  # else the broker's own default
+            configs["min.insync.replicas"] = str(settings.kafka_min_insync_replicas)
         names = (
             settings.kafka_orders_topic,
             settings.kafka_status_topic,
@@ -97,6 +96,11 @@ def _under_replicated(described: list[Any], wanted: int) -> list[UnderReplicated
     for topic in described:
         partitions = topic.get("partitions") or []
         if topic.get("error_code") or not partitions:
+            log.warning(
+                "topic %s could not be described (error %s): its replication factor is unchecked",
+                topic.get("topic"),
+                topic.get("error_code"),
+            )
             continue
         replicas = min(len(p["replicas"]) for p in partitions)
         if replicas < wanted:
