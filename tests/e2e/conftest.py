@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from playwright.async_api import ConsoleMessage, Error, Page, async_playwright
+from playwright.async_api import ConsoleMessage, Error, Page, async_playwright, expect
 
 if TYPE_CHECKING:
     from orders_stack.oidc import Provider
@@ -138,6 +138,24 @@ class BrowserPage:
 
     page: Page
     problems: list[str]
+
+    async def place(self, product: str, quantity: int, price: str, user_id: int | None = None) -> str:
+        """Place an order with the dashboard's form (the user id field only if given), wait for
+        its confirmation, then for its row to reach COMPLETED; the order's id."""
+        page = self.page
+        if user_id is not None:
+            await page.fill("input[name=userId]", str(user_id))
+        await page.fill("input[name=productName]", product)
+        await page.fill("input[name=quantity]", str(quantity))
+        await page.fill("input[name=price]", price)
+        await page.click("#place")
+        result = page.locator("#result.ok")
+        await expect(result).to_be_visible(timeout=30_000)
+        order_id = await result.get_attribute("data-order-id")
+        assert order_id
+        row = page.locator(f"tr[data-order-id='{order_id}']")
+        await expect(row).to_have_attribute("data-status", "COMPLETED", timeout=30_000)
+        return order_id
 
 
 @pytest.fixture

@@ -35,17 +35,8 @@ async def test_the_dashboard_places_an_order_and_follows_it_to_completed(
     await page.click("#place")
     await expect(page.locator("#result.ok")).to_be_visible(timeout=30_000)
 
-    await page.fill("input[name=productName]", "Ordered from the browser test")
-    await page.fill("input[name=quantity]", "3")
-    await page.fill("input[name=price]", "19.99")
-    await page.click("#place")
-    result = page.locator("#result.ok")
-    await expect(result).to_be_visible(timeout=30_000)
-    order_id = await result.get_attribute("data-order-id")
-    assert order_id
-
+    order_id = await browser_page.place("Ordered from the browser test", 3, "19.99")
     row = page.locator(f"tr[data-order-id='{order_id}']")
-    await expect(row).to_have_attribute("data-status", "COMPLETED", timeout=30_000)
     await expect(row.locator(".status")).to_have_text("COMPLETED")
     await expect(row.locator(".product")).to_have_text("Ordered from the browser test")
     await expect(page.locator("#count-COMPLETED")).not_to_have_text("0", timeout=10_000)

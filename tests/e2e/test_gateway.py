@@ -152,14 +152,5 @@ async def test_the_dashboard_through_the_gateway_places_and_follows_an_order(
     page = browser_page.page
     await page.goto(gateway_url.replace("127.0.0.1", host) + "/dashboard")
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=30_000)
-    await page.fill("input[name=userId]", str(user_id))
-    await page.fill("input[name=productName]", "Laptop")
-    await page.fill("input[name=quantity]", "1")
-    await page.fill("input[name=price]", "999.99")
-    await page.click("#place")
-    result = page.locator("#result.ok")
-    await expect(result).to_be_visible(timeout=30_000)
-    order_id = await result.get_attribute("data-order-id")
-    row = page.locator(f"tr[data-order-id='{order_id}']")
-    await expect(row).to_have_attribute("data-status", "COMPLETED", timeout=30_000)
+    await browser_page.place("Laptop", 1, "999.99", user_id=user_id)
     assert browser_page.problems == []

@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from orders_contract.settings import KafkaSettings, RedisSettings
 from orders_kafka.clients import UnderReplicated, ensure_topics
@@ -70,12 +71,15 @@ def _settings(cluster: Infra, unique: str) -> KafkaSettings:
 
 
 async def _described(admin: AIOKafkaAdminClient, topics: list[str]) -> list[Any]:
-    """The topics' metadata, once every broker knows them (a new topic takes a moment)."""
+    """The topics' metadata, once every broker knows them (a new topic takes a moment). The
+    admin client asks any node it knows: one just killed answers NodeNotReadyError or a
+    connection error until the client's metadata drops it, so those are asked again."""
     async with asyncio.timeout(30):
         while True:
-            described = await admin.describe_topics(topics)
-            if all(not t["error_code"] and t["partitions"] for t in described):
-                return described
+            with contextlib.suppress(KafkaError):
+                described = await admin.describe_topics(topics)
+                if all(not t["error_code"] and t["partitions"] for t in described):
+                    return described
             await asyncio.sleep(0.2)
 
 
