@@ -4,6 +4,7 @@ and paginated indexes. The update stream's reads are tested in test_stream.py.
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 from orders_contract.keys import Keys
 from orders_contract.models import Order, order_json
 from orders_contract.models import OrderStatus as S
-from orders_readmodel.store import LIBRARY, InvalidCursor, OrderStore, decode_cursor, encode_cursor
+from orders_readmodel.store import LIBRARY, Index, InvalidCursor, OrderStore, decode_cursor, encode_cursor
 from orders_readmodel.stream import START
 from orders_stack.ledger import compare_read_models
 
@@ -25,13 +26,13 @@ NewOrder = Callable[..., Order]
 async def snapshot(store: OrderStore, order: Order) -> tuple[Any, ...]:
     """Everything the store keeps about one order."""
     r: Redis = store.redis
-    k = store.keys
-    statuses = {s for s in S if await r.zscore(k.by_status(s), order.order_id) is not None}
+    k, shard = store.keys, store.keys.shard_of(order.order_id)
+    statuses = {s for s in S if await r.zscore(k.by_status(s, shard), order.order_id) is not None}
     return (
         await r.hgetall(k.order(order.order_id)),
         await r.lrange(k.history(order.order_id), 0, -1),
         statuses,
-        await r.xlen(k.updates),
+        await r.xlen(k.updates(shard)),
     )
 
 
@@ -58,7 +59,7 @@ async def test_lifecycle_records_times_history_and_stream(store: OrderStore, new
     assert done.created_at <= (done.processed_at or "") <= (done.completed_at or "")
     history = await store.history(order.order_id)
     assert [(h.status, h.version) for h in history] == [(S.PLACED, 1), (S.PROCESSING, 2), (S.COMPLETED, 3)]
-    updates: Any = await store.redis.xrange(store.keys.updates)
+    updates: Any = await store.redis.xrange(store.keys.updates(0))
     assert [u["status"] for _, u in updates] == ["PLACED", "PROCESSING", "COMPLETED"]
     assert (await snapshot(store, order))[2] == {S.COMPLETED}
 
@@ -113,7 +114,7 @@ async def test_pages_are_newest_first_and_complete(store: OrderStore, new_order:
     seen: list[str] = []
     cursor = None
     while True:
-        page, cursor = await store.page(store.keys.by_user(42), 3, cursor)
+        page, cursor = await store.page(partial(store.keys.by_user, 42), 3, cursor)
         seen += [o["orderId"] for o in page]
         assert len(page) <= 3
         if cursor is None:
@@ -128,7 +129,7 @@ async def test_pages_are_newest_first_and_complete(store: OrderStore, new_order:
 
 
 async def test_an_empty_index_and_a_foreign_cursor(store: OrderStore) -> None:
-    assert await store.page(store.keys.by_user(999), 10) == ([], None)
+    assert await store.page(partial(store.keys.by_user, 999), 10) == ([], None)
     with pytest.raises(InvalidCursor):
         await store.page(store.keys.all_orders, 10, "not-a-cursor!")
 
@@ -317,13 +318,13 @@ async def test_pages_are_what_the_one_script_read_gave(store: OrderStore, new_or
         await store.transition(order.order_id, S.PROCESSING)
     k = store.keys
     # An id in an index without its hash (never written so): skipped by both, cursor unchanged.
-    await store.redis.zadd(k.by_user(50), {"ffffffff-ffff-7fff-bfff-ffffffffffff": 0})
+    await store.redis.zadd(k.by_user(50, 0), {"ffffffff-ffff-7fff-bfff-ffffffffffff": 0})
     newest_first = sorted(orders, key=lambda o: o.order_id, reverse=True)
-    expected = {
+    expected: dict[Index, list[Order]] = {
         k.all_orders: newest_first,
-        k.by_user(50): [o for o in newest_first if o.user_id == 50],
-        k.by_status(S.PROCESSING): [o for o in newest_first if o in orders[:4]],
-        k.by_status(S.FAILED): [],
+        partial(k.by_user, 50): [o for o in newest_first if o.user_id == 50],
+        partial(k.by_status, S.PROCESSING): [o for o in newest_first if o in orders[:4]],
+        partial(k.by_status, S.FAILED): [],
     }
     for index, wanted in expected.items():
         for limit in (1, 2, 4, 100):
@@ -331,7 +332,7 @@ async def test_pages_are_what_the_one_script_read_gave(store: OrderStore, new_or
             cursor: str | None = None
             while True:
                 page = await store.page(index, limit, cursor)
-                assert page == await old_page(store, index, limit, cursor), (index, limit, cursor)
+                assert page == await old_page(store, index(0), limit, cursor), (index, limit, cursor)
                 seen += [o["orderId"] for o in page[0]]
                 cursor = page[1]
                 if cursor is None:
@@ -384,6 +385,6 @@ async def test_restore_writes_what_the_transitions_wrote(store: OrderStore, new_
     def readable(entries: Any) -> list[tuple[str, dict[str, Any]]]:  # the order's JSON text parsed
         return [(at, {**fields, "order": orjson.loads(fields["order"])}) for at, fields in entries]
 
-    newest = readable(await store.redis.xrevrange(store.keys.updates, count=1))
-    assert readable(await store.redis.xrange(rebuilt.keys.updates)) == newest
+    newest = readable(await store.redis.xrevrange(store.keys.updates(0), count=1))
+    assert readable(await store.redis.xrange(rebuilt.keys.updates(0))) == newest
     assert await rebuilt.holds_orders()

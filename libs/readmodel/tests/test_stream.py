@@ -85,7 +85,7 @@ async def test_a_position_trimmed_by_the_cap_is_reported(
     kept = (await small.history(orders[-1].order_id))[0].position
     assert first is not None
     assert kept is not None
-    assert await store.redis.xlen(store.keys.updates) < 1400
+    assert await store.redis.xlen(store.keys.updates(0)) < 1400
     assert await stream.updates_after(first) is None
     assert await stream.updates_after(kept) is not None
 
@@ -120,7 +120,7 @@ async def test_an_entry_that_is_not_a_transition_is_skipped(
     store: OrderStore, stream: UpdateStream, new_order: NewOrder, caplog: pytest.LogCaptureFixture
 ) -> None:
     order = new_order()
-    await store.redis.xadd(store.keys.updates, {"note": "not a transition"})
+    await store.redis.xadd(store.keys.updates(0), {"note": "not a transition"})
     await store.create(order)
     with caplog.at_level(logging.WARNING, "orders_readmodel.stream"):
         after = await stream.updates_after(START)

@@ -3,6 +3,7 @@
 import asyncio
 import signal
 from collections.abc import Callable
+from functools import partial
 
 import httpx
 import pytest
@@ -56,9 +57,9 @@ async def test_sigterm_drains_in_flight_orders_and_exits_cleanly(
         await asyncio.to_thread(stack.wait_ready, "processor")
         orders = [new_order() for _ in range(10)]
         await publish(infra, topic, orders)
-        processing = store.keys.by_status(S.PROCESSING)
+        processing = partial(store.keys.by_status, S.PROCESSING)
         async with asyncio.timeout(60):
-            while await store.redis.zcard(processing) < len(orders):
+            while await store.count(processing) < len(orders):
                 await asyncio.sleep(0.05)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             metrics = (await client.get("/metrics")).text
@@ -68,8 +69,8 @@ async def test_sigterm_drains_in_flight_orders_and_exits_cleanly(
         proc.signal(signal.SIGTERM)  # mid-delay for every order
         code = await asyncio.to_thread(proc.wait, 60)
         assert code == 0, proc.tail()
-        assert await store.redis.zcard(store.keys.by_status(S.COMPLETED)) == len(orders)
-        assert await store.redis.zcard(processing) == 0
+        assert await store.count(partial(store.keys.by_status, S.COMPLETED)) == len(orders)
+        assert await store.count(processing) == 0
     finally:
         stack.stop()
 
@@ -97,9 +98,9 @@ async def test_three_processors_share_the_partitions(
 
         orders = [new_order() for _ in range(300)]
         await publish(infra, topic, orders)
-        completed = store.keys.by_status(S.COMPLETED)
+        completed = partial(store.keys.by_status, S.COMPLETED)
         async with asyncio.timeout(60):
-            while await store.redis.zcard(completed) < len(orders):
+            while await store.count(completed) < len(orders):
                 await asyncio.sleep(0.1)
         received = [await gauge(p, "processor_orders_received_total") for p in ports]
         assert sum(received) == len(orders), "each order was taken by exactly one processor"

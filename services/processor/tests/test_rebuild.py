@@ -62,7 +62,7 @@ async def test_the_rebuilt_read_model_equals_the_original(
     done = await rebuild(settings, rebuilt)
     assert (done.orders, done.events, done.repeats, done.gaps) == (12, 27, 0, 0)
     assert await compare_read_models(store, rebuilt) == []
-    newest = readable(await store.redis.xrevrange(store.keys.updates, count=1))
-    assert readable(await store.redis.xrange(rebuilt.keys.updates)) == newest, "the relay goes on there"
+    newest = readable(await store.redis.xrevrange(store.keys.updates(0), count=1))
+    assert readable(await store.redis.xrange(rebuilt.keys.updates(0))) == newest, "the relay goes on there"
     with pytest.raises(NotFresh):
         await rebuild(settings, rebuilt)

@@ -96,7 +96,7 @@ async def test_a_relay_further_behind_than_the_cap_logs_the_gap_and_goes_on(
     capped = OrderStore(store.redis, store.keys, stream_maxlen=1000)
     for _ in range(6):  # nobody relays meanwhile: the cap trims the oldest entries away
         await capped.create_all([(new_order(), "") for _ in range(500)])
-    left = await store.redis.xlen(store.keys.updates)
+    left = await store.redis.xlen(store.keys.updates(0))
     assert left < 3000
     relay = await run_relay(settings, store, lambda relay: current_value(relay.metrics.published) >= left)
     assert current_value(relay.metrics.gaps) == 1
@@ -107,9 +107,8 @@ async def test_a_relay_further_behind_than_the_cap_logs_the_gap_and_goes_on(
 class _OtherLease(Keys):
     """The same read model, another lease: as if two processors both believed they led."""
 
-    @property
-    def relay_lease(self) -> str:
-        return f"{self.prefix}relay:other-lease"
+    def relay_lease(self, shard: int) -> str:
+        return f"{self.prefix}relay:other-lease:{shard}"
 
 
 async def test_two_relays_at_once_are_fenced_and_publish_each_transition_once(

@@ -5,6 +5,7 @@ import json
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -65,7 +66,7 @@ class Rig:
         await asyncio.gather(*deliveries)
 
     async def count(self, status: S) -> int:
-        return int(await self.store.redis.zcard(self.store.keys.by_status(status)))
+        return int(await self.store.count(partial(self.store.keys.by_status, status)))
 
     async def wait_for(self, status: S, count: int, timeout: float = 60) -> None:
         async with asyncio.timeout(timeout):

@@ -91,7 +91,7 @@ async def _noise(store: OrderStore, entries: int) -> list[str]:
     }
     async with store.redis.pipeline(transaction=False) as pipe:
         for n in range(entries):
-            pipe.xadd(store.keys.updates, {**noise, "version": str(n)})
+            pipe.xadd(store.keys.updates(0), {**noise, "version": str(n)})
         return [str(p) for p in await pipe.execute()]
 
 

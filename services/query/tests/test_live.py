@@ -203,7 +203,7 @@ async def test_a_position_older_than_the_cap_gets_a_reset(
     noise = {"orderId": new_order().order_id, "userId": "9", "status": "PLACED", "version": "1"}
     async with redis_client.pipeline(transaction=False) as pipe:
         for _ in range(1300):  # the cap is approximate: trimming drops whole nodes of 100
-            pipe.xadd(small.keys.updates, noise, maxlen=1000, approximate=True)
+            pipe.xadd(small.keys.updates(0), noise, maxlen=1000, approximate=True)
         await pipe.execute()
     assert (await UpdateStream(redis_client, small.keys).updates_after(stale)) is None
     feed = await collect(

@@ -84,7 +84,7 @@ async def test_the_redis_feed_emits_each_transition_after_it_is_ready(
     await store.create(earlier)
     feed = make_feed("redis", redis_url=infra.redis_url, key_prefix=store.keys.prefix, query_url="")
     assert isinstance(feed, RedisStreamFeed)
-    assert Keys(feed.key_prefix).updates == store.keys.updates
+    assert Keys(feed.key_prefix).updates(0) == store.keys.updates(0)
     seen: list[tuple[str, str]] = []
     ready = asyncio.Event()
     task = asyncio.create_task(feed.run(lambda *pair: seen.append(pair), ready))

@@ -87,17 +87,25 @@ def utc_now() -> str:
 _last_stamp = 0
 
 
-def new_order_id() -> str:
+def new_order_id(shard: int | None = None, shards: int = 1) -> str:
     """A UUIDv7 whose text sorts by creation time, which the Redis indexes rely on.
 
     The 12 bits after the millisecond hold its sub-millisecond fraction, and
     ids made by one process strictly increase (RFC 9562, section 6.2, method 3).
+    `shard` of `shards`: an id of that read-model shard (keys.shard_of: its last 32 bits
+    modulo `shards`), for the orders of a batch, which must share one; the bits stay random.
     """
     global _last_stamp
     unix_ns = time.time_ns()
     stamp = (unix_ns // 1_000_000) << 12 | (unix_ns % 1_000_000) * 4096 // 1_000_000
     stamp = _last_stamp = max(stamp, _last_stamp + 1)
     rand = int.from_bytes(os.urandom(8), "big") & (2**62 - 1)
+    if shard is not None and shards > 1:
+        low = rand & 0xFFFFFFFF
+        low += shard - low % shards
+        if low > 0xFFFFFFFF:
+            low -= shards
+        rand = rand & ~0xFFFFFFFF | low
     value = (stamp >> 12) << 80 | 0x7 << 76 | (stamp & 0xFFF) << 64 | 0b10 << 62 | rand
     h = f"{value:032x}"  # str(uuid.UUID(int=value)), without building the UUID
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -266,10 +274,11 @@ class Order(WireModel):
     version: int = Field(ge=1, description="How many transitions the order has been through.")
 
     @classmethod
-    def place(cls, request: OrderCreate) -> "Order":
-        """A new order, accepted now, from a validated request (so not validated again)."""
+    def place(cls, request: OrderCreate, order_id: str | None = None) -> "Order":
+        """A new order, accepted now, from a validated request (so not validated again);
+        `order_id`: its id when the caller chose one (`new_order_id(shard, shards)`)."""
         return cls.model_construct(
-            order_id=new_order_id(),
+            order_id=order_id or new_order_id(),
             user_id=request.user_id,
             product_name=request.product_name,
             quantity=request.quantity,

@@ -98,7 +98,20 @@ class RedisSettings(_Base):
         64, ge=1, description="Connections one process opens to Redis at most; more requests wait."
     )
     redis_stream_maxlen: int = Field(
-        100_000, ge=1000, description="Approximate length cap of the update stream."
+        100_000, ge=1000, description="Approximate length cap of each shard's update stream."
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="REDIS_URL is a node of a Redis Cluster: the services use redis-py's cluster "
+        "client and load the Functions library on every primary.",
+    )
+    redis_shards: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Shards of the read model: everything one atomic step touches is in one "
+        "(one hash tag). 1 is one Redis's layout, with no tags; on a cluster, a multiple of the "
+        "masters. Fixed once data exists: the services refuse to start on another number.",
     )
 
 

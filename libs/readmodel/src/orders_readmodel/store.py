@@ -11,6 +11,10 @@ updates for live clients (read through stream.UpdateStream). A function changes
 the hash, the indexes, the history and the stream together, so a reader never
 sees one without the others, an order is never in two status indexes, and a
 replayed event changes nothing.
+
+All of that is per shard (REDIS_SHARDS, keys.py): an order's keys, and the indexes and
+stream it is in, are those of its shard, so each function touches one shard (one slot of a
+Redis Cluster). Reads over every order (pages, stats) ask each shard and merge.
 """
 
 import asyncio
@@ -19,13 +23,14 @@ import binascii
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, cast
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.lock import Lock
 from redis.exceptions import RedisError
 
@@ -34,11 +39,12 @@ from orders_contract.lifecycle import ALLOWED_FROM, TIME_FIELD
 from orders_contract.models import HistoryEntry, Order, OrderStatus, order_json, utc_now
 from orders_contract.settings import RedisSettings
 from orders_readmodel.batching import ScriptBatcher, pack_with_hiredis
-from orders_readmodel.stream import START, UpdateStream
+from orders_readmodel.stream import START, UpdateStream, join_positions
 
 __all__ = [
     "LIBRARY",
     "Claim",
+    "Index",
     "InvalidCursor",
     "OrderStore",
     "Stats",
@@ -58,6 +64,10 @@ _TRANSITION_ARGS = {
 """orders_transition's arguments that depend on the target status only."""
 
 
+Index = Callable[[int], str]
+"""An index in every shard: shard -> its key (Keys.all_orders, partial(Keys.by_user, 7), ...)."""
+
+
 class InvalidCursor(ValueError):
     """A pagination cursor that this service did not hand out."""
 
@@ -68,6 +78,7 @@ class Stats:
     per_second: list[int]
     """Orders created in each second from `since_ms` on (by the time in their UUIDv7 ids)."""
     head: str
+    """The update streams' newest positions (stream.join_positions): what comes after is new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +142,7 @@ class OrderStore:
         self.redis = redis
         self.keys = keys
         self._maxlen = stream_maxlen
-        self._status_keys = [keys.by_status(status) for status in _STATUSES]
+        self._status_keys = [[keys.by_status(s, shard) for s in _STATUSES] for shard in range(keys.shards)]
         self._calls = ScriptBatcher(redis, LIBRARY)
 
     @classmethod
@@ -140,7 +151,19 @@ class OrderStore:
 
         The pool holds at most `redis_max_connections`; callers beyond wait for a
         free connection (up to 10 s) rather than fail. Close with `await store.redis.aclose()`.
+        `redis_cluster`: redis-py's cluster client, seeded by the URL (a pool per node).
         """
+        keys = Keys(settings.redis_key_prefix, settings.redis_shards)
+        if settings.redis_cluster:
+            cluster = RedisCluster.from_url(
+                settings.redis_url,
+                max_connections=settings.redis_max_connections,
+                decode_responses=True,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+            # The cluster client offers the commands the store uses, under the same names.
+            return cls(cast(Redis, cluster), keys, settings.redis_stream_maxlen)
         pool = BlockingConnectionPool.from_url(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
@@ -150,7 +173,7 @@ class OrderStore:
             socket_connect_timeout=timeout,
         )
         redis = Redis.from_pool(pack_with_hiredis(pool))
-        return cls(redis, Keys(settings.redis_key_prefix), settings.redis_stream_maxlen)
+        return cls(redis, keys, settings.redis_stream_maxlen)
 
     async def load_functions(self) -> None:
         """Load the store's Functions library into Redis (FUNCTION LOAD REPLACE): once at start.
@@ -205,7 +228,7 @@ class OrderStore:
         target = OrderStatus.PROCESSING
         raw = await self._calls.call(
             "orders_start",
-            [*keys, *self._status_keys],
+            [*keys, *self._status_keys[self.keys.shard_of(order.order_id)]],
             [*args, target.value, utc_now(), *_TRANSITION_ARGS[target], *fields],
         )
         return _result(raw)
@@ -216,13 +239,14 @@ class OrderStore:
         """orders_create's keys, its fixed arguments and the order's field/value pairs."""
         k = self.keys
         order_id = order.order_id
+        shard = k.shard_of(order_id)
         keys = [
             k.order(order_id),
             k.history(order_id),
-            k.updates,
-            k.all_orders,
-            k.by_user(order.user_id),
-            k.by_status(order.status),
+            k.updates(shard),
+            k.all_orders(shard),
+            k.by_user(order.user_id, shard),
+            k.by_status(order.status, shard),
             k.abandoned(order_id),
         ]
         args = [self._maxlen, order_id, order.user_id, order.status.value, order.created_at, event_id, trace]
@@ -233,13 +257,12 @@ class OrderStore:
     ) -> TransitionResult:
         """Move an order to `target` if the lifecycle allows it; otherwise change nothing.
         `trace`: the traceparent the update stream entry carries ('' for none)."""
-        k = self.keys
+        k, shard = self.keys, self.keys.shard_of(order_id)
         args = [self._maxlen, order_id, target.value, at or utc_now(), *_TRANSITION_ARGS[target]]
         if trace:
             args.append(trace)
-        raw = await self._calls.call(
-            "orders_transition", [k.order(order_id), k.history(order_id), k.updates, *self._status_keys], args
-        )
+        keys = [k.order(order_id), k.history(order_id), k.updates(shard), *self._status_keys[shard]]
+        raw = await self._calls.call("orders_transition", keys, args)
         return _result(raw)
 
     async def abandon(self, events: Sequence[tuple[str, str]], ttl_s: int) -> bool:
@@ -249,7 +272,8 @@ class OrderStore:
         The api calls this when Kafka did not acknowledge in time: the events
         may still land later, and this keeps its 503 true. Returns True when an
         order already exists (Kafka held the events after all), False once
-        every event is abandoned. `ttl_s` must outlast any retry by the producer.
+        every event is abandoned. `ttl_s` must outlast any retry by the producer. The orders
+        must share a shard (a batch's do: OrderDesk draws one for all).
         The function is flagged allow-oom: a full Redis (maxmemory, noeviction)
         still takes the mark; only an unreachable one cannot.
         """
@@ -283,9 +307,21 @@ class OrderStore:
         read-only replica, loading; a PING would answer in all those cases."""
         await self.redis.set(self.keys.health(service), utc_now(), px=ttl_ms)
 
-    def stream(self) -> UpdateStream:
-        """The reads of this read model's update stream, on the store's client."""
-        return UpdateStream(self.redis, self.keys)
+    def stream(self, shard: int = 0) -> UpdateStream:
+        """The reads of a shard's update stream, on the store's client."""
+        return UpdateStream(self.redis, self.keys, shard)
+
+    async def check_layout(self) -> None:
+        """Record the number of shards the read model is written with, or refuse (ValueError)
+        a number other than the one its data was written with: its orders would be looked for
+        in the wrong shards."""
+        name = self.keys.layout
+        recorded = await self._calls.command("SET", name, self.keys.shards, "NX", "GET")
+        if recorded is not None and int(recorded) != self.keys.shards:
+            raise ValueError(
+                f"the read model was written with REDIS_SHARDS={recorded}, not {self.keys.shards}: "
+                "set it back, or rebuild into an empty Redis (make rebuild)"
+            )
 
     def lease(self, key: str, timeout_s: float) -> Lock:
         """A lease on `key`: a Redis lock that lasts `timeout_s` unless renewed, held by no
@@ -293,8 +329,11 @@ class OrderStore:
         return self.redis.lock(key, timeout=timeout_s, thread_local=False)
 
     async def holds_orders(self) -> bool:
-        """Whether the read model has orders or an update stream (a rebuild wants neither)."""
-        return bool(await self.redis.exists(self.keys.all_orders, self.keys.updates))
+        """Whether the read model has orders or an update stream in any shard (a rebuild wants
+        neither)."""
+        k = self.keys
+        names = [name for shard in range(k.shards) for name in (k.all_orders(shard), k.updates(shard))]
+        return any(await asyncio.gather(*(self._calls.command("EXISTS", name) for name in names)))
 
     async def restore_all(self, events: Sequence[tuple[Order, str, str]]) -> list[int | None]:
         """The rebuild's writes (orders_restore): for each (order after a transition, the
@@ -308,8 +347,14 @@ class OrderStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for order, at, position in events:
                 k, order_id = self.keys, order.order_id
-                keys = [k.order(order_id), k.history(order_id), k.all_orders, k.by_user(order.user_id)]
-                keys += self._status_keys
+                shard = k.shard_of(order_id)
+                keys = [
+                    k.order(order_id),
+                    k.history(order_id),
+                    k.all_orders(shard),
+                    k.by_user(order.user_id, shard),
+                ]
+                keys += self._status_keys[shard]
                 args = [order_id, order.status.value, order.version, at, position, *statuses]
                 args += _pairs(order.model_dump(mode="json"))
                 pipe.execute_command("FCALL", "orders_restore", len(keys), *keys, *args)
@@ -317,9 +362,9 @@ class OrderStore:
         return [int(before) if applied == 1 else None for applied, before in replies]
 
     async def restore_stream(self, order_id: str, position: str, at: str) -> None:
-        """The rebuild's last step (orders_restore_stream): the update stream begun with the
-        newest transition rebuilt, `order_id`'s at `at`, under its original `position`."""
-        keys = [self.keys.order(order_id), self.keys.updates]
+        """The rebuild's last step (orders_restore_stream) in each shard: its update stream begun
+        with the newest transition rebuilt, `order_id`'s at `at`, under its original `position`."""
+        keys = [self.keys.order(order_id), self.keys.updates(self.keys.shard_of(order_id))]
         await self._calls.call("orders_restore_stream", keys, [order_id, position, at])
 
     async def get(self, order_id: str) -> Order | None:
@@ -332,27 +377,60 @@ class OrderStore:
         return order_json(fields) if fields else None
 
     async def page(
-        self, index: str, limit: int, cursor: str | None = None
+        self, index: Index, limit: int, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Orders of an index, newest first, in their JSON form: one page and the cursor of
         the next (None if last).
 
-        Two round trips, so that every key a call touches is named as a key (what a
-        Redis Cluster needs to route a call; the key names do not share hash tags yet,
-        so a cluster also needs that, and a page split by slot): the page's ids (one
-        more, to know whether a next page exists), then their hashes
-        as JSON texts from one read-only function (orders_hashes_json) in one reply.
+        Two round trips (the batcher sends each step's calls together), and every key a call
+        touches is named as a key, in one shard, as a Redis Cluster needs: each shard's next
+        `limit + 1` ids below the cursor (one more, to know whether a next page exists),
+        merged newest first (ids are time-ordered, so the cursor is the last id and stays
+        stable while orders arrive); then the page's hashes as JSON texts from one read-only
+        function (orders_hashes_json) per shard.
         """
         start = f"({decode_cursor(cursor)}" if cursor else "+"
-        ids: list[str] = await self._calls.command(
-            "ZRANGE", index, start, "-", "BYLEX", "REV", "LIMIT", 0, limit + 1
+        shards = range(self.keys.shards)
+        found = await asyncio.gather(
+            *(
+                self._calls.command("ZRANGE", index(s), start, "-", "BYLEX", "REV", "LIMIT", 0, limit + 1)
+                for s in shards
+            )
         )
-        keys = [self.keys.order(i) for i in ids[:limit]]
-        texts: list[str] = []
-        if keys:  # an empty page needs no second round trip
-            texts = await self._calls.command("FCALL_RO", "orders_hashes_json", len(keys), *keys)
-        orders = [order_json(row) for row in map(orjson.loads, texts) if row]  # an id without a hash: {}
+        ids: list[str] = found[0] if len(found) == 1 else sorted((i for f in found for i in f), reverse=True)
+        wanted = ids[:limit]
+        by_shard: dict[int, list[str]] = {}
+        for order_id in wanted:
+            by_shard.setdefault(self.keys.shard_of(order_id), []).append(order_id)
+        replies = await asyncio.gather(
+            *(
+                self._calls.command(
+                    "FCALL_RO", "orders_hashes_json", len(group), *map(self.keys.order, group)
+                )
+                for group in by_shard.values()
+            )
+        )
+        texts = dict(
+            zip(
+                (i for group in by_shard.values() for i in group),
+                (t for r in replies for t in r),
+                strict=True,
+            )
+        )
+        rows = (orjson.loads(texts[order_id]) for order_id in wanted)
+        orders = [order_json(row) for row in rows if row]  # an id without a hash: {}
         return orders, encode_cursor(ids[limit - 1]) if len(ids) > limit else None
+
+    async def count(self, index: Index) -> int:
+        """How many orders an index holds, over every shard."""
+        shards = range(self.keys.shards)
+        return sum(await asyncio.gather(*(self._calls.command("ZCARD", index(s)) for s in shards)))
+
+    async def ids(self, index: Index) -> list[str]:
+        """Every order id of an index, over every shard, newest first (audits and tests)."""
+        shards = range(self.keys.shards)
+        found = await asyncio.gather(*(self._calls.command("ZRANGE", index(s), 0, -1) for s in shards))
+        return sorted((i for ids in found for i in ids), reverse=True)
 
     async def history(self, order_id: str) -> list[HistoryEntry]:
         entries = await self._calls.command("LRANGE", self.keys.history(order_id), 0, -1)
@@ -365,8 +443,9 @@ class OrderStore:
         """Orders per status, orders created in each of `seconds` seconds (at most
         MAX_STATS_SECONDS) from `since_ms` on, and the stream's head.
 
-        One read-only function call (orders_stats) through the batcher: one round trip, a
-        ZLEXCOUNT per second on the server. Every key it reads is passed as a key.
+        One read-only function call (orders_stats) per shard through the batcher: one round
+        trip, a ZLEXCOUNT per second on the server; the shards' numbers are summed. Every key
+        it reads is passed as a key.
         """
         if not 1 <= seconds <= self.MAX_STATS_SECONDS:
             raise ValueError(f"seconds must be 1 to {self.MAX_STATS_SECONDS}")
@@ -375,10 +454,28 @@ class OrderStore:
             prefix = f"{ms:012x}"
             return f"{prefix[:8]}-{prefix[8:]}"
 
-        keys = [self.keys.updates, self.keys.all_orders, *self._status_keys]
         bounds = [bound(since_ms + i * 1000) for i in range(seconds + 1)]
-        newest, numbers, per_second = await self._calls.command(
-            "FCALL_RO", "orders_stats", len(keys), *keys, *bounds
+        k = self.keys
+        replies = await asyncio.gather(
+            *(
+                self._calls.command(
+                    "FCALL_RO",
+                    "orders_stats",
+                    2 + len(_STATUSES),
+                    k.updates(shard),
+                    k.all_orders(shard),
+                    *status_keys,
+                    *bounds,
+                )
+                for shard, status_keys in enumerate(self._status_keys)
+            )
         )
-        counts = dict(zip(_STATUSES, (int(n) for n in numbers), strict=True))
-        return Stats(counts, [int(n) for n in per_second], str(newest) if newest else START)
+        counts = dict.fromkeys(_STATUSES, 0)
+        per_second = [0] * seconds
+        heads = []
+        for newest, numbers, seconds_counts in replies:
+            for status, n in zip(_STATUSES, numbers, strict=True):
+                counts[status] += int(n)
+            per_second = [a + int(b) for a, b in zip(per_second, seconds_counts, strict=True)]
+            heads.append(str(newest) if newest else START)
+        return Stats(counts, per_second, join_positions(heads))

@@ -1,10 +1,14 @@
 """The update stream: positions in it, its entries, and the reads that follow a position.
 
 Every transition the store applies appends one entry to a capped Redis stream
-(`Keys.updates`) with the order as it was right after it, and records the
+(`Keys.updates`, one per shard) with the order as it was right after it, and records the
 entry's id, its position, in the order's history. A live client holds a
 position and asks for what comes after it; `UpdateStream` is every read that
-does so, and the only code that reads the stream.
+does so on one shard's stream, and the only code that reads the streams.
+
+A position in every shard's stream at once (a feed's `Last-Event-ID`) is the shards'
+positions joined with `_` in shard order (`join_positions`); with one shard it is that
+shard's position, as it always was.
 """
 
 import logging
@@ -24,8 +28,10 @@ __all__ = [
     "Snapshot",
     "Update",
     "UpdateStream",
+    "join_positions",
     "newest_position",
     "position_key",
+    "split_positions",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,22 @@ def position_key(position: str) -> tuple[int, int]:
     if not (0 <= key[0] <= _MAX_PART and 0 <= key[1] <= _MAX_PART):
         raise InvalidPosition(f"{position!r} is not a stream position")
     return key
+
+
+def join_positions(positions: list[str]) -> str:
+    """Positions in each shard's stream, in shard order, as one text (a feed's event id)."""
+    return "_".join(positions)
+
+
+def split_positions(text: str, shards: int) -> list[str]:
+    """`join_positions`' text back as each shard's position; InvalidPosition unless it holds
+    `shards` valid positions."""
+    positions = text.split("_")
+    if len(positions) != shards:
+        raise InvalidPosition(f"{text!r} is not a position in {shards} shards' streams")
+    for position in positions:
+        position_key(position)
+    return positions
 
 
 def newest_position(reply: Any) -> str:
@@ -129,27 +151,31 @@ class Snapshot:
 
 
 class UpdateStream:
-    """The reads that follow a position in the update stream of `keys`.
+    """The reads that follow a position in the update stream of `keys`' shard `shard`.
 
     The client must decode responses. `wait_updates` blocks a connection while
     it waits: give it a client of its own (the other reads do not block).
     """
 
-    def __init__(self, redis: "Redis", keys: Keys) -> None:
+    def __init__(self, redis: "Redis", keys: Keys, shard: int = 0) -> None:
         self.redis = redis
         self.keys = keys
+        self.shard = shard
+        self.name = keys.updates(shard)
 
     async def head(self) -> str:
         """The position of the stream's newest entry (START when it is empty): read after it
         to see only what comes next."""
-        return newest_position(await self.redis.xrevrange(self.keys.updates, count=1))
+        return newest_position(await self.redis.xrevrange(self.name, count=1))
 
     async def snapshot(self, order_id: str) -> Snapshot:
         """The order as it is now, the position of its latest transition and the stream's head."""
+        if self.keys.shard_of(order_id) != self.shard:
+            raise ValueError(f"order {order_id} is not in shard {self.shard}")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.keys.order(order_id))
             pipe.lindex(self.keys.history(order_id), -1)
-            pipe.xrevrange(self.keys.updates, count=1)
+            pipe.xrevrange(self.name, count=1)
             fields, last, newest = await pipe.execute()
         entry = HistoryEntry.model_validate_json(last) if last else None
         head = newest_position(newest)
@@ -164,8 +190,8 @@ class UpdateStream:
         """
         after_key = position_key(after)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xinfo_stream(self.keys.updates)
-            pipe.xrange(self.keys.updates, f"({after}", until, count=count)
+            pipe.xinfo_stream(self.name)
+            pipe.xrange(self.name, f"({after}", until, count=count)
             info, entries = await pipe.execute(raise_on_error=False)
         if isinstance(info, Exception):  # no stream yet
             return [] if after_key == position_key(START) else None
@@ -182,13 +208,13 @@ class UpdateStream:
     async def entries_from(self, start: str, until: str = "+", count: int = 500) -> list[Update]:
         """Up to `count` entries from `start` (included) up to `until`, oldest first, whatever
         the cap trimmed before `start` (the status relay, going on after a gap)."""
-        entries: Any = await self.redis.xrange(self.keys.updates, start, until, count=count)
+        entries: Any = await self.redis.xrange(self.name, start, until, count=count)
         return _updates(entries)
 
     async def wait_updates(self, after: str, count: int = 500, block_ms: int = 5000) -> list[Update]:
         """Entries after `after`, oldest first, waiting up to `block_ms` for the first ([] if
         none came)."""
-        answer: Any = await self.redis.xread({self.keys.updates: after}, count=count, block=block_ms)
+        answer: Any = await self.redis.xread({self.name: after}, count=count, block=block_ms)
         if not answer:
             return []
         _, entries = answer[0]  # RESP2: [[stream, entries]]
@@ -197,7 +223,7 @@ class UpdateStream:
     async def oldest(self) -> str | None:
         """The position of the stream's oldest entry (None when it is empty): where a reader
         that lost its position to the cap goes on."""
-        entries: Any = await self.redis.xrange(self.keys.updates, count=1)
+        entries: Any = await self.redis.xrange(self.name, count=1)
         return str(entries[0][0]) if entries else None
 
     async def clock_ms(self) -> int:

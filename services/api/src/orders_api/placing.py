@@ -36,6 +36,7 @@ Two decisions a reader would otherwise have to reverse-engineer:
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -170,8 +171,11 @@ class OrderDesk:
         return refused or Placed(order, outgoing.data, replayed)
 
     async def place_batch(self, requests: Sequence[OrderCreate]) -> BatchPlaced | Unavailable:
-        """Place every order or none (`requests` must not be empty)."""
-        outgoing = [_Outgoing.of(Order.place(request)) for request in requests]
+        """Place every order or none (`requests` must not be empty). The orders share one
+        read-model shard, drawn at random, so that abandoning them is one atomic step."""
+        shards = self._store.keys.shards
+        shard = secrets.randbelow(shards)
+        outgoing = [_Outgoing.of(Order.place(r, new_order_id(shard, shards))) for r in requests]
         refused = await self._publish(outgoing)
         return refused or BatchPlaced([Placed(o.order, o.data) for o in outgoing])
 

@@ -87,7 +87,7 @@ class Relay:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Publish while holding the lease, until `stopping` is set."""
-        lease = self._store.lease(self._store.keys.relay_lease, LEASE_S)
+        lease = self._store.lease(self._store.keys.relay_lease(0), LEASE_S)
         backoff = Backoff(first=0.2, cap=5.0)
         while not stopping.is_set():
             try:

@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 import httpx
@@ -236,7 +237,7 @@ async def audit(
 ) -> Audit:
     """`status_topic`: also check the status events (see `status_events`)."""
     result = Audit()
-    in_model = set(cast(list[str], await store.redis.zrange(store.keys.all_orders, 0, -1)))
+    in_model = set(await store.ids(store.keys.all_orders))
     result.in_model = len(in_model)
     result.missing = sorted(set(ledger.acked) - in_model)
     result.phantoms = sorted(in_model - set(ledger.acked))
@@ -320,9 +321,7 @@ async def compare_read_models(original: OrderStore, other: OrderStore) -> list[s
     """How `other`'s read model differs from `original`'s: orders (their hashes), histories
     (times and stream positions included), and the indexes (all, by user, by status)."""
     differences: list[str] = []
-    ids = [
-        cast(list[str], await store.redis.zrange(store.keys.all_orders, 0, -1)) for store in (original, other)
-    ]
+    ids = [await store.ids(store.keys.all_orders) for store in (original, other)]
     if ids[0] != ids[1]:
         differences.append(
             f"orders: {len(ids[0])} against {len(ids[1])}, {sorted(set(ids[0]) ^ set(ids[1]))[:5]}"
@@ -345,15 +344,14 @@ async def compare_read_models(original: OrderStore, other: OrderStore) -> list[s
                 differences.append(f"history of {order_id}: {histories[0]} against {histories[1]}")
             users.add(mine.get("userId", ""))
     a, b = original.keys, other.keys
-    indexes = [(a.by_status(status), b.by_status(status)) for status in OrderStatus]
-    indexes += [(a.by_user(int(user)), b.by_user(int(user))) for user in sorted(users) if user]
-    for mine_index, their_index in indexes:
-        members = [
-            set(await original.redis.zrange(mine_index, 0, -1)),
-            set(await other.redis.zrange(their_index, 0, -1)),
-        ]
+    indexes = [(f"status {s}", partial(a.by_status, s), partial(b.by_status, s)) for s in OrderStatus]
+    indexes += [
+        (f"user {u}", partial(a.by_user, int(u)), partial(b.by_user, int(u))) for u in sorted(users) if u
+    ]
+    for name, mine_index, their_index in indexes:
+        members = [set(await original.ids(mine_index)), set(await other.ids(their_index))]
         if members[0] != members[1]:
-            differences.append(f"index {mine_index}: {sorted(members[0] ^ members[1])[:5]}")
+            differences.append(f"index {name}: {sorted(members[0] ^ members[1])[:5]}")
     return differences
 
 

@@ -1,6 +1,7 @@
 """Order reads: one order, its history, and the paginated lists, each from the Redis read model."""
 
 import time
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -17,7 +18,7 @@ from orders_contract.models import (
     PageQuery,
 )
 from orders_contract.reports import OrderStats
-from orders_readmodel.store import InvalidCursor, OrderStore
+from orders_readmodel.store import Index, InvalidCursor, OrderStore
 from orders_web.auth import Principal
 from orders_web.fastpath import direct
 from orders_web.http import OrderIdPath, envelope, parse_order_id
@@ -51,7 +52,7 @@ router = APIRouter(tags=["orders"])
 async def list_orders(store: StoreDep, paging: Paging, principal: PrincipalDep) -> Response:
     """Every order; a customer's own orders only."""
     if principal.user_id is not None and not principal.reads_all:
-        return await _page(store, store.keys.by_user(principal.user_id), paging)
+        return await _page(store, partial(store.keys.by_user, principal.user_id), paging)
     return await _page(store, store.keys.all_orders, paging)
 
 
@@ -70,7 +71,7 @@ async def list_user_orders(
     """A customer may read only their own: another user's list is 404."""
     if not principal.may_read(user_id):
         raise HTTPException(404, f"No orders of user {user_id}")
-    return await _page(store, store.keys.by_user(user_id), paging, f" of user {user_id}")
+    return await _page(store, partial(store.keys.by_user, user_id), paging, f" of user {user_id}")
 
 
 @router.get(
@@ -91,9 +92,9 @@ async def list_orders_by_status(
     empty, with a `nextCursor`): follow the cursor to the end."""
     wanted = parse_status(status)
     if principal.user_id is not None and not principal.reads_all:
-        index = store.keys.by_user(principal.user_id)
+        index = partial(store.keys.by_user, principal.user_id)
         return await _page(store, index, paging, f" in status {wanted}", wanted)
-    return await _page(store, store.keys.by_status(wanted), paging, f" in status {wanted}", wanted)
+    return await _page(store, partial(store.keys.by_status, wanted), paging, f" in status {wanted}", wanted)
 
 
 @router.get(
@@ -193,7 +194,7 @@ def parse_status(raw: str) -> OrderStatus:
 
 
 async def _page(
-    store: StoreDep, index: str, paging: PageQuery, where: str = "", status: OrderStatus | None = None
+    store: StoreDep, index: Index, paging: PageQuery, where: str = "", status: OrderStatus | None = None
 ) -> Response:
     """One page of an index. The index and the orders are two reads: an order of a status
     index that moved on in between is left out (the page may then be short; the cursor holds)."""
