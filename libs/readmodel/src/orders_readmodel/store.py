@@ -182,10 +182,12 @@ class OrderStore:
         loads it and is sent again, so this is not needed for correctness; loading at
         start spares the first calls that detour, and replaces a library an older
         version of the store loaded. So a Redis that does not answer yet only gets a
-        warning here: the service starts, and the first call loads the library.
+        warning here: the service starts, and the first call loads the library. It also
+        checks the layout (`check_layout`): a ValueError when REDIS_SHARDS changed.
         """
         try:
             await self._calls.load()
+            await self.check_layout()
         except RedisError as exc:
             log.warning("cannot load the Redis functions at start-up (loaded on first use): %r", exc)
 
@@ -316,7 +318,7 @@ class OrderStore:
         a number other than the one its data was written with: its orders would be looked for
         in the wrong shards."""
         name = self.keys.layout
-        recorded = await self._calls.command("SET", name, self.keys.shards, "NX", "GET")
+        recorded = await self.redis.set(name, self.keys.shards, nx=True, get=True)
         if recorded is not None and int(recorded) != self.keys.shards:
             raise ValueError(
                 f"the read model was written with REDIS_SHARDS={recorded}, not {self.keys.shards}: "
