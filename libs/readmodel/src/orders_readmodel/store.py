@@ -318,7 +318,7 @@ class OrderStore:
         a number other than the one its data was written with: its orders would be looked for
         in the wrong shards."""
         name = self.keys.layout
-        recorded = await self.redis.set(name, self.keys.shards, nx=True, get=True)
+        recorded = cast(str | None, await self.redis.set(name, self.keys.shards, nx=True, get=True))
         if recorded is not None and int(recorded) != self.keys.shards:
             raise ValueError(
                 f"the read model was written with REDIS_SHARDS={recorded}, not {self.keys.shards}: "
