@@ -60,7 +60,8 @@ async def test_each_order_lives_in_its_shard(sharded: OrderStore) -> None:
         assert await sharded.redis.xlen(k.updates(shard)) == 3 * len(mine)
         histories = [await sharded.history(i) for i in mine]
         positions = {e.position for h in histories for e in h}
-        stream = {p for p, _ in await sharded.redis.xrange(k.updates(shard))}
+        entries: Any = await sharded.redis.xrange(k.updates(shard))
+        stream = {p for p, _ in entries}
         assert positions == stream  # each history entry points into its own shard's stream
     assert await sharded.count(partial(k.by_status, S.COMPLETED)) == 6
     assert await sharded.ids(k.all_orders) == sorted((o.order_id for o in orders), reverse=True)
