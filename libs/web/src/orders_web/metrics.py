@@ -157,8 +157,15 @@ class ServiceMetrics:
           together, as the Redis server counts them (`CLIENT LIST`, by client name);
         - `{service}_redis_connections_in_use`: those taken by a request now, in the
           process that answers (redis-py's `get_connection_count()`).
+
+        On a Redis Cluster only the name is set.
         """
         name = self.client_name(pool)
+        if not hasattr(redis, "connection_pool"):
+            # redis-py's cluster client (REDIS_CLUSTER): a pool per node, made from the
+            # nodes manager's arguments; the two gauges are of one pool, so left out.
+            redis.nodes_manager.connection_kwargs["client_name"] = name  # type: ignore[attr-defined]
+            return
         redis.connection_pool.connection_kwargs["client_name"] = name
         if self._redis is None:
             self._redis = _RedisConnections(self.service)
