@@ -113,6 +113,28 @@ class RedisSettings(_Base):
         "(one hash tag). 1 is one Redis's layout, with no tags; on a cluster, a multiple of the "
         "masters. Fixed once data exists: the services refuse to start on another number.",
     )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Replicas that must acknowledge each pipeline's writes (Redis WAIT on the node "
+        "written to) before a service acts on them: 1 on a Redis Cluster whose masters have a "
+        "replica each, so a failover does not take back a write the processor committed past; "
+        "0: one Redis, no replica.",
+    )
+    redis_wait_timeout_ms: int = Field(
+        1000,
+        ge=1,
+        description="How long a WAIT for REDIS_WAIT_REPLICAS lasts at most; then a NOREPLICAS refusal.",
+    )
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> "RedisSettings":
+        if self.redis_cluster and self.redis_shards < 2:
+            raise ValueError("REDIS_CLUSTER needs REDIS_SHARDS of 2 or more, a multiple of its masters")
+        if self.redis_shards > 1 and ("{" in self.redis_key_prefix or "}" in self.redis_key_prefix):
+            raise ValueError("REDIS_KEY_PREFIX must not hold braces: the shards' hash tags follow it")
+        return self
 
 
 class HttpSettings(_Base):

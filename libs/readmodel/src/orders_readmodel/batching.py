@@ -17,19 +17,30 @@ itself.
 The batcher holds the Functions library its calls need. When Redis answers
 that a function is not found (it restarted empty, or FUNCTION FLUSH), it
 loads the library once (FUNCTION LOAD REPLACE) and sends those calls again.
+
+With `wait` (REDIS_WAIT_REPLICAS, set on a Redis Cluster whose masters have replicas), a
+pipeline that carries function calls (writes) ends with `WAIT <replicas> <timeout>` on each
+node it wrote to, on the same connection as those writes (redis-py's cluster pipeline sends
+one node's commands on one connection, in order): a caller's write is answered only once
+that many replicas have it, so a failover does not take back a write that a caller has
+acted on (a processor's commit, an idempotency claim, a 503's abandoned mark). Fewer
+replicas in time fail those calls with `NotReplicated` (a NOREPLICAS refusal: retried, or
+503); the write may still be on the master, and the functions are idempotent.
 """
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-__all__ = ["ScriptBatcher", "pack_with_hiredis"]
+__all__ = ["NotReplicated", "ScriptBatcher", "Wait", "pack_with_hiredis"]
 
 _LOST = (OSError, RuntimeError, asyncio.IncompleteReadError)
 """What a connection torn down under a command raises besides redis-py's own errors."""
@@ -38,14 +49,32 @@ _Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 """A command's words and the future of its caller."""
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Writes count once `replicas` replicas have them, waited for `timeout_ms` at most."""
+
+    replicas: int
+    timeout_ms: int
+
+
+class NotReplicated(ResponseError):
+    """A write that fewer replicas than asked acknowledged in time (WAIT): a NOREPLICAS refusal."""
+
+
 class ScriptBatcher:
     """Sends the calls of concurrent tasks together; `library` is the Functions library
     (its source) that `load` puts in Redis, and that is loaded again when Redis lost it."""
 
     def __init__(
-        self, redis: "Redis", library: str | None = None, max_pipelines: int = 4, max_batch: int = 2000
+        self,
+        redis: "Redis",
+        library: str | None = None,
+        max_pipelines: int = 4,
+        max_batch: int = 2000,
+        wait: Wait | None = None,
     ) -> None:
         self._redis = redis
+        self._wait = wait
         self._library = library
         self._max_pipelines = max_pipelines
         self._max_batch = max_batch
@@ -131,7 +160,40 @@ class ScriptBatcher:
         async with self._redis.pipeline(transaction=False) as pipe:
             for words, _ in batch:
                 pipe.execute_command(*words)
-            return list(await pipe.execute(raise_on_error=False))
+            waits = self._waits(pipe, batch) if self._wait is not None else []
+            results = list(await pipe.execute(raise_on_error=False))
+        if waits and self._wait is not None:
+            wanted = self._wait
+            for writes, reached in zip(waits, results[len(batch) :], strict=True):
+                if isinstance(reached, Exception) or int(reached) < wanted.replicas:
+                    failure = NotReplicated(
+                        f"NOREPLICAS a write reached {reached!s} of {wanted.replicas} replicas in "
+                        f"{wanted.timeout_ms} ms (WAIT)"
+                    )
+                    for i in writes:
+                        if not isinstance(results[i], Exception):
+                            results[i] = failure
+            del results[len(batch) :]
+        return results
+
+    def _waits(self, pipe: Any, batch: list[_Call]) -> list[list[int]]:
+        """Queue a WAIT after the writes (FCALLs) of `batch` on each node they go to; for each
+        WAIT, in order, the indexes in `batch` of the writes it covers."""
+        assert self._wait is not None
+        writes: dict[str, list[int]] = {}
+        nodes: dict[str, Any] = {}
+        cluster = isinstance(self._redis, RedisCluster)
+        for i, (words, _) in enumerate(batch):
+            if words[0] != "FCALL" or not int(words[2]):
+                continue
+            node = self._redis.get_node_from_key(words[3]) if cluster else None  # type: ignore[attr-defined]
+            name = node.name if node is not None else ""
+            nodes[name] = node
+            writes.setdefault(name, []).append(i)
+        for name in writes:
+            target = {"target_nodes": nodes[name]} if cluster else {}
+            pipe.execute_command("WAIT", self._wait.replicas, self._wait.timeout_ms, **target)
+        return list(writes.values())
 
 
 def _failure(exc: Exception) -> Exception:

@@ -38,7 +38,7 @@ from orders_contract.keys import Keys
 from orders_contract.lifecycle import ALLOWED_FROM, TIME_FIELD
 from orders_contract.models import HistoryEntry, Order, OrderStatus, order_json, utc_now
 from orders_contract.settings import RedisSettings
-from orders_readmodel.batching import ScriptBatcher, pack_with_hiredis
+from orders_readmodel.batching import ScriptBatcher, Wait, pack_with_hiredis
 from orders_readmodel.stream import START, UpdateStream, join_positions
 
 __all__ = [
@@ -138,12 +138,15 @@ def decode_cursor(cursor: str) -> str:
 class OrderStore:
     """Reads and atomic writes of the read model. The client must decode responses."""
 
-    def __init__(self, redis: "Redis", keys: Keys, stream_maxlen: int = 100_000) -> None:
+    def __init__(
+        self, redis: "Redis", keys: Keys, stream_maxlen: int = 100_000, wait: Wait | None = None
+    ) -> None:
+        """`wait`: the replicas each pipeline's writes wait for (batching.py), None for none."""
         self.redis = redis
         self.keys = keys
         self._maxlen = stream_maxlen
         self._status_keys = [[keys.by_status(s, shard) for s in _STATUSES] for shard in range(keys.shards)]
-        self._calls = ScriptBatcher(redis, LIBRARY)
+        self._calls = ScriptBatcher(redis, LIBRARY, wait=wait)
 
     @classmethod
     def connect(cls, settings: RedisSettings, timeout: float | None = None) -> "OrderStore":
@@ -154,6 +157,8 @@ class OrderStore:
         `redis_cluster`: redis-py's cluster client, seeded by the URL (a pool per node).
         """
         keys = Keys(settings.redis_key_prefix, settings.redis_shards)
+        replicas = settings.redis_wait_replicas
+        wait = Wait(replicas, settings.redis_wait_timeout_ms) if replicas else None
         if settings.redis_cluster:
             cluster = RedisCluster.from_url(
                 settings.redis_url,
@@ -163,7 +168,7 @@ class OrderStore:
                 socket_connect_timeout=timeout,
             )
             # The cluster client offers the commands the store uses, under the same names.
-            return cls(cast(Redis, cluster), keys, settings.redis_stream_maxlen)
+            return cls(cast(Redis, cluster), keys, settings.redis_stream_maxlen, wait)
         pool = BlockingConnectionPool.from_url(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
@@ -173,7 +178,7 @@ class OrderStore:
             socket_connect_timeout=timeout,
         )
         redis = Redis.from_pool(pack_with_hiredis(pool))
-        return cls(redis, keys, settings.redis_stream_maxlen)
+        return cls(redis, keys, settings.redis_stream_maxlen, wait)
 
     async def load_functions(self) -> None:
         """Load the store's Functions library into Redis (FUNCTION LOAD REPLACE): once at start.

@@ -1,0 +1,75 @@
+"""REDIS_WAIT_REPLICAS: a pipeline's writes are answered once replicas have them (WAIT).
+
+A real replica of the test Redis (a second redis-server, `replicaof`, stopped at the end
+whatever happens) acknowledges them; asked for more replicas than there are, the writes
+fail as a NOREPLICAS refusal, and reads in the same pipeline keep their answers.
+"""
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from orders_contract.keys import Keys
+from orders_contract.models import Order
+from orders_readmodel.batching import NotReplicated, Wait
+from orders_readmodel.store import OrderStore
+from orders_stack import Infra
+from orders_stack.stack import free_port
+from orders_web.http import redis_refusal
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def replica(infra: Infra, tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(tmp_path), "--replicaof", "127.0.0.1", str(infra.redis_port)]
+    proc = subprocess.Popen([server, *args], stdout=subprocess.DEVNULL)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _linked(replica: int) -> None:
+    async with Redis(port=replica, decode_responses=True) as r, asyncio.timeout(30):
+        while True:
+            try:
+                if (await r.info("replication")).get("master_link_status") == "up":
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def test_writes_wait_for_the_replica(
+    redis_client: Redis, test_env: dict[str, str], replica: int, new_order: Callable[..., Order]
+) -> None:
+    await _linked(replica)
+    keys = Keys(test_env["REDIS_KEY_PREFIX"])
+    store = OrderStore(redis_client, keys, wait=Wait(1, 5000))
+    order = new_order()
+    assert (await store.create(order)).created
+    async with Redis(port=replica, decode_responses=True) as r:
+        assert await r.hget(keys.order(order.order_id), "status") == "PLACED"  # there when answered
+
+    greedy = OrderStore(redis_client, keys, wait=Wait(2, 50))
+    other = new_order()
+    write, read = greedy.create(other), greedy.get(order.order_id)
+    with pytest.raises(NotReplicated) as refused:
+        await write
+    assert redis_refusal(refused.value) == "NOREPLICAS"
+    assert (await read) == await store.get(order.order_id)  # the read in that pipeline is answered
+    assert (await store.create(other)).status is not None  # the write itself is on the master: idempotent
