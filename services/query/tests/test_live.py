@@ -10,7 +10,8 @@ import pytest
 from orders_contract.keys import Keys
 from orders_contract.models import Order
 from orders_contract.models import OrderStatus as S
-from orders_query.live import Hub, LiveMetrics, LiveStream
+from orders_query.hub import Hub, LiveMetrics
+from orders_query.live import LiveStream
 from orders_query.settings import Settings
 from orders_readmodel.store import OrderStore
 from orders_readmodel.stream import UpdateStream
@@ -60,6 +61,17 @@ def transitions(events: list[SseEvent]) -> list[SseEvent]:
 
 def statuses(events: list[SseEvent]) -> list[str]:
     return [e.event for e in transitions(events)]
+
+
+async def take(frames: AsyncGenerator[bytes], n: int) -> list[bytes]:
+    """The next `n` transition frames of a `LiveStream` (heartbeats passed over)."""
+    got: list[bytes] = []
+    async with asyncio.timeout(20):
+        while len(got) < n:
+            frame = await anext(frames)
+            if frame.startswith(b"id: "):
+                got.append(frame)
+    return got
 
 
 async def progress(store: OrderStore, order: Order, *targets: S) -> None:
@@ -275,14 +287,14 @@ async def test_a_slow_client_never_blocks_others_and_misses_nothing(
     """A client whose buffer fills up is dropped from the fan-out and catches up from Redis."""
     stream = UpdateStream(store.redis, store.keys)
     metrics = ServiceMetrics("query")
-    hub = Hub(stream, buffer=5, block_ms=100, metrics=LiveMetrics(metrics))
+    hub = Hub([stream], buffer=5, block_ms=100, metrics=LiveMetrics(metrics))
     await hub.start()
     try:
         await hub.ready()
-        slow = LiveStream(hub, stream, None, lambda event: True, heartbeat=0.2)
-        fast = LiveStream(hub, stream, None, lambda event: True, heartbeat=0.2)
-        slow_frames = slow.frames(b"", slow.sub.start)
-        fast_frames = fast.frames(b"", fast.sub.start)
+        slow = LiveStream(hub, [stream], None, lambda event: True, heartbeat=0.2)
+        fast = LiveStream(hub, [stream], None, lambda event: True, heartbeat=0.2)
+        slow_frames = slow.frames(b"", slow.start)
+        fast_frames = fast.frames(b"", fast.start)
         await anext(slow_frames)
         await anext(fast_frames)
         orders = [new_order() for _ in range(10)]
@@ -293,15 +305,6 @@ async def test_a_slow_client_never_blocks_others_and_misses_nothing(
                 await store.transition(order.order_id, S.PROCESSING)
 
         writer = asyncio.create_task(write())
-
-        async def take(frames: AsyncGenerator[bytes], n: int) -> list[bytes]:
-            got: list[bytes] = []
-            async with asyncio.timeout(20):
-                while len(got) < n:
-                    frame = await anext(frames)
-                    if frame.startswith(b"id: "):
-                        got.append(frame)
-            return got
 
         fast_got = await take(fast_frames, 20)  # the slow one is not read meanwhile
         await writer

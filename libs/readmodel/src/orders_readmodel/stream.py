@@ -13,6 +13,7 @@ shard's position, as it always was.
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,7 @@ def position_key(position: str) -> tuple[int, int]:
     return key
 
 
-def join_positions(positions: list[str]) -> str:
+def join_positions(positions: Sequence[str]) -> str:
     """Positions in each shard's stream, in shard order, as one text (a feed's event id)."""
     return "_".join(positions)
 

@@ -3,9 +3,11 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.middleware import Middleware
@@ -23,7 +25,7 @@ from orders_web.metrics import RequestMetrics, ServiceMetrics
 from orders_web.serving import freeze_startup_heap
 
 from .deps import get_store
-from .live import Hub, LiveMetrics
+from .hub import Hub, LiveMetrics
 from .routes import dashboard, live, orders
 from .settings import Settings, get_settings
 from .tickets import StreamTickets
@@ -46,18 +48,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: ServiceMetrics = app.state.metrics
     app.state.store = store = OrderStore.connect(settings, timeout=REDIS_TIMEOUT)
     metrics.watch_redis(store.redis)
-    # The hub's blocking XREAD (2 s) holds a connection of its own, and does its own retrying.
-    reader = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        retry=Retry(NoBackoff(), 0),
-        socket_timeout=REDIS_TIMEOUT + 2,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        client_name=metrics.client_name("stream"),
-    )
-    app.state.stream = UpdateStream(store.redis, store.keys)
+    reader = _reader(settings, metrics)
+    shards = range(store.keys.shards)
+    app.state.streams = tuple(UpdateStream(store.redis, store.keys, shard) for shard in shards)
     app.state.hub = hub = Hub(
-        UpdateStream(reader, store.keys), buffer=settings.sse_client_buffer, metrics=app.state.live_metrics
+        [UpdateStream(reader, store.keys, shard) for shard in shards],
+        buffer=settings.sse_client_buffer,
+        metrics=app.state.live_metrics,
     )
     app.state.tickets.start(store.redis, store.keys)
     try:
@@ -71,6 +68,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await reader.aclose()
         await store.redis.aclose()
         tracing.shutdown()
+
+
+def _reader(settings: Settings, metrics: ServiceMetrics) -> Redis:
+    """The hub's client. Its blocking XREADs (2 s, one per shard, at once) each hold a connection
+    of their own, from a pool with no bound (per node of a cluster: 100, more than the shards),
+    and it does its own retrying."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 0),
+        "socket_timeout": REDIS_TIMEOUT + 2,
+        "socket_connect_timeout": REDIS_TIMEOUT,
+        "client_name": metrics.client_name("stream"),
+    }
+    if settings.redis_cluster:
+        # The cluster client sends each shard's read to the node that holds its slot.
+        return cast(Redis, RedisCluster.from_url(settings.redis_url, **options))
+    return Redis.from_url(settings.redis_url, **options)
 
 
 def _task_count() -> int:

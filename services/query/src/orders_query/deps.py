@@ -10,7 +10,7 @@ from orders_readmodel.stream import UpdateStream
 from orders_web.auth import Auth, Principal, get_principal
 from orders_web.http import state_getter
 
-from .live import Hub
+from .hub import Hub
 from .settings import Settings
 from .tickets import StreamTickets
 
@@ -20,23 +20,24 @@ __all__ = [
     "PrincipalDep",
     "SettingsDep",
     "StoreDep",
-    "StreamDep",
+    "StreamsDep",
     "TicketsDep",
     "get_hub",
     "get_settings",
     "get_store",
-    "get_stream",
+    "get_streams",
 ]
 
 get_store = state_getter("store", OrderStore)
-get_stream = state_getter("stream", UpdateStream)
+get_streams = state_getter("streams", tuple[UpdateStream, ...])
 get_hub = state_getter("hub", Hub)
 get_settings = state_getter("settings", Settings)
 get_auth = state_getter("auth", Auth)
 get_tickets = state_getter("tickets", StreamTickets)
 
 StoreDep = Annotated[OrderStore, Depends(get_store)]
-StreamDep = Annotated[UpdateStream, Depends(get_stream)]
+StreamsDep = Annotated[tuple[UpdateStream, ...], Depends(get_streams)]
+"""Every shard's update stream, in shard order, on the store's client (reads that do not block)."""
 HubDep = Annotated[Hub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -10,21 +10,27 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from orders_contract.models import MAX_USER_ID, Envelope, StreamTicket
-from orders_readmodel.stream import START, InvalidPosition, position_key
+from orders_readmodel.stream import START, InvalidPosition, position_key, split_positions
 from orders_web.auth import Auth, Principal
 from orders_web.http import OrderIdPath, envelope, parse_order_id
 
-from ..deps import AuthDep, HubDep, PrincipalDep, SettingsDep, StreamDep, TicketsDep
-from ..live import CatchUpBudget, LiveStream, Routed, snapshot_frame
+from ..deps import AuthDep, HubDep, PrincipalDep, SettingsDep, StreamsDep, TicketsDep
+from ..frames import snapshot_frame
+from ..hub import Routed
+from ..live import CatchUpBudget, LiveStream
 from .orders import parse_status
 
 __all__ = ["TICKET_ROUTES", "EventStream", "router"]
+
+ID_LENGTH = 64 * 42 - 1
+"""The longest event id: a feed's, in 64 shards (REDIS_SHARDS at most), 41 characters each
+(two numbers below 2**64) and a separator between them."""
 
 LastEventId = Annotated[
     str | None,
     Header(
         alias="Last-Event-ID",
-        max_length=64,
+        max_length=ID_LENGTH,
         description="The `id` of the last event the client holds: the stream resumes after it.",
     ),
 ]
@@ -32,7 +38,7 @@ LastEventIdQuery = Annotated[
     str | None,
     Query(
         alias="lastEventId",
-        max_length=64,
+        max_length=ID_LENGTH,
         description="Same as the `Last-Event-ID` header (which wins), for clients that cannot set headers.",
     ),
 ]
@@ -50,7 +56,8 @@ _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorEnvelope"}
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`text/event-stream`: one event per transition (`event` = the status, "
-        "`data` = the order as of that transition, `id` = its position in the update stream); "
+        "`data` = the order as of that transition, `id` = its position in the update stream: on "
+        "a feed, in every shard's at once, `_` between them); "
         "comment lines as heartbeats; `event: reset` when the stream does not hold the position "
         "the client resumes from: trimmed by the cap, or ahead of the stream (never handed out).",
         "content": {"text/event-stream": {}},
@@ -110,7 +117,7 @@ def _budget(auth: Auth, principal: Principal) -> CatchUpBudget | None:
     responses=_SSE_DOC,
 )
 async def follow_orders(
-    updates: StreamDep,
+    streams: StreamsDep,
     hub: HubDep,
     auth: AuthDep,
     settings: SettingsDep,
@@ -121,10 +128,11 @@ async def follow_orders(
     status: Annotated[str | None, Query(max_length=32, description="A status, case-insensitive")] = None,
     ticket: Ticket = None,
 ) -> Response:
-    """Every transition from now on (or after `Last-Event-ID`), oldest first. A fresh stream
+    """Every transition from now on (or after `Last-Event-ID`), oldest first (in each shard of
+    the read model: an order's transitions are in its shard's stream). A fresh stream
     starts with an id-only event: the position it starts from. A customer's feed carries
     only their own transitions (another `userId` is 404)."""
-    after = _resume_from(last_event_id, last_event_id_query)
+    after = _resume_from(last_event_id, last_event_id_query, len(streams))
     wanted = parse_status(status) if status else None
     if not principal.reads_all:
         if user_id not in (None, principal.user_id):
@@ -136,8 +144,8 @@ async def follow_orders(
 
     await hub.ready()
     heartbeat = settings.sse_heartbeat_ms / 1000
-    stream = LiveStream(hub, updates, None, match, heartbeat, budget=_budget(auth, principal))
-    start = stream.sub.start
+    stream = LiveStream(hub, streams, None, match, heartbeat, budget=_budget(auth, principal))
+    start = stream.start
     if after is None:
         frames = stream.frames(b"id: %s\n\n" % start.encode(), start)
     else:
@@ -152,7 +160,7 @@ async def follow_orders(
     responses={**_SSE_DOC, 204: {"description": "The client already holds the order's final state"}},
 )
 async def follow_order(
-    updates: StreamDep,
+    streams: StreamsDep,
     hub: HubDep,
     auth: AuthDep,
     settings: SettingsDep,
@@ -162,12 +170,14 @@ async def follow_order(
     last_event_id_query: LastEventIdQuery = None,
     ticket: Ticket = None,
 ) -> Response:
-    """Starts with the order as it is now (unless resuming with `Last-Event-ID`), then each
-    transition as it happens; ends after a final status. An order not known yet (the api
-    answers before the processor records it) is waited for by staff and service clients;
-    to a customer, another user's order and an unknown one are both 404."""
+    """Starts with the order as it is now (unless resuming with `Last-Event-ID`: one of this
+    stream's ids, or a feed's), then each transition as it happens; ends after a final status.
+    An order not known yet (the api answers before the processor records it) is waited for by
+    staff and service clients; to a customer, another user's order and an unknown one are both 404."""
     order_id = parse_order_id(raw_id)
-    after = _resume_from(last_event_id, last_event_id_query)
+    shard = streams[0].keys.shard_of(order_id)
+    updates = streams[shard]  # the order's shard's: its event ids are that shard's positions
+    after = _resume_from(last_event_id, last_event_id_query, len(streams), shard)
 
     def match(event: Routed) -> bool:
         return principal.may_read(event.user_id)
@@ -175,7 +185,7 @@ async def follow_order(
     await hub.ready()
     heartbeat = settings.sse_heartbeat_ms / 1000
     budget = _budget(auth, principal)
-    stream = LiveStream(hub, updates, order_id, match, heartbeat, final=True, budget=budget)
+    stream = LiveStream(hub, [updates], order_id, match, heartbeat, final=True, budget=budget)
     try:
         snapshot = await updates.snapshot(order_id)
     except BaseException:
@@ -221,11 +231,20 @@ async def create_stream_ticket(tickets: TicketsDep, principal: PrincipalDep) -> 
     return envelope("Stream ticket", data, status_code=201)
 
 
-def _resume_from(header: str | None, query: str | None) -> str | None:
+def _resume_from(header: str | None, query: str | None, shards: int, shard: int | None = None) -> str | None:
+    """The position the client resumes from (`Last-Event-ID`), or 400. On a feed (`shard` None):
+    a position in each of `shards` shards, joined with `_`. On an order's stream (its order's
+    `shard`): that shard's position, or a feed's (every shard's), whose position in `shard` it is."""
     after = header or query
-    if after is not None:
-        try:
+    if after is None:
+        return None
+    try:
+        if shard is None:
+            split_positions(after, shards)
+        elif "_" in after:
+            return split_positions(after, shards)[shard]
+        else:
             position_key(after)
-        except InvalidPosition:
-            raise HTTPException(400, "Last-Event-ID is not a position this service handed out") from None
+    except InvalidPosition:
+        raise HTTPException(400, "Last-Event-ID is not a position this service handed out") from None
     return after
