@@ -151,8 +151,8 @@ tools: $(COMPOSE_SPEC) $(JAEGER) $(PROMTOOL) $(HYDRA) $(HELM) $(KUBECHECK) async
 deps: up-packages install kafka-jars ## Everything `up` needs (and `test`, with test-packages and tools)
 
 .PHONY: up
-up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) $(if $(filter oidc,$(AUTH_MODE)),$(HYDRA)) ## Run Kafka, Redis, api, processor, query and the gateway (nginx, :5000) as local processes (TRACING=1: and Jaeger; AUTH_MODE=oidc: and Ory Hydra; KAFKA_BROKERS=3: a three-node Kafka cluster; Ctrl-C stops all)
-	TRACING=$(TRACING) KAFKA_BROKERS=$(or $(KAFKA_BROKERS),1) $(BIN)/python -m orders_stack
+up: deps $(if $(filter-out 0,$(TRACING)),$(JAEGER)) $(if $(filter oidc,$(AUTH_MODE)),$(HYDRA)) ## Run Kafka, Redis, api, processor, query and the gateway (nginx, :5000) as local processes (TRACING=1: and Jaeger; AUTH_MODE=oidc: and Ory Hydra; KAFKA_BROKERS=3: a three-node Kafka cluster; REDIS_CLUSTER=1: a six-node Redis Cluster; Ctrl-C stops all)
+	TRACING=$(TRACING) KAFKA_BROKERS=$(or $(KAFKA_BROKERS),1) REDIS_CLUSTER=$(or $(REDIS_CLUSTER),0) $(BIN)/python -m orders_stack
 
 .PHONY: logs
 logs: ## Follow the logs of the stack `make up` runs (one file a process under .data/stack/logs; Ctrl-C stops)

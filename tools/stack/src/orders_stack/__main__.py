@@ -23,6 +23,10 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """Ctrl-C or SIGTERM, at any moment (starting up included): leaving the `with`
     blocks stops every process started so far. A second Ctrl-C does not cut that short."""
@@ -61,6 +65,13 @@ def _localhost(stack: Stack) -> list[str]:
     return [url.replace("127.0.0.1", "localhost") for url in urls]
 
 
+def _redis(infra: Infra) -> str:
+    if not infra.redis_nodes:
+        return infra.redis_url
+    ports = [node.port for node in infra.redis_nodes]
+    return f"{infra.redis_url}  (a cluster's seed: six nodes on {ports[0]}-{ports[-1]}, three masters)"
+
+
 def _banner(stack: Stack, infra: Infra, jaeger: Jaeger | None, auth: str, oidc: bool, logs: Path) -> str:
     """What is up, where, and the first commands to try."""
     front = (stack.gateway_url or stack.query_url).replace("127.0.0.1", "localhost")
@@ -82,7 +93,7 @@ Order tracking is up. Ctrl-C stops everything.
   live dashboard        {stack.query_url}/dashboard
   processor metrics     {stack.processor_url}/metrics
   Kafka                 {infra.kafka_bootstrap}
-  Redis                 {infra.redis_url}
+  Redis                 {_redis(infra)}
   logs                  {logs}  (make logs follows them)
 {extra}
 Try:
@@ -136,6 +147,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
 
     brokers = _port("KAFKA_BROKERS", 1)
+    if brokers not in (1, 3):
+        parser.error(f"KAFKA_BROKERS is 1 or 3, not {brokers}")
+    redis_cluster = _flag("REDIS_CLUSTER")
     infra = Infra(
         args.data_dir,
         kafka_port=_port("KAFKA_PORT", 9092),
@@ -146,6 +160,9 @@ def main() -> None:
         kafka_ports=[_port("KAFKA_PORT_2", 9094), _port("KAFKA_PORT_3", 9095)],
         controller_ports=[19093, 29093, 39093],
         kafka_heap="384m" if brokers > 1 else "512m",
+        # REDIS_CLUSTER=1: six nodes on REDIS_PORT and the five ports after it (cluster bus ports
+        # 10000 above), each in .data/stack/redis-<n>; three masters with a replica each.
+        redis_cluster=redis_cluster,
     )
     stack = Stack(
         infra,
@@ -154,7 +171,7 @@ def main() -> None:
         processor_port=_port("PROCESSOR_PORT", 8002),
         gateway_port=GatewaySettings().gateway_port,
     )
-    tracing = os.environ.get("TRACING", "") not in ("", "0")
+    tracing = _flag("TRACING")
     jaeger = Jaeger(
         args.data_dir,
         query_port=_port("JAEGER_QUERY_PORT", 16686),
@@ -163,7 +180,8 @@ def main() -> None:
     )
     oidc = os.environ.get("AUTH_MODE", "none") == "oidc"
     nodes = f"{brokers} nodes" if brokers > 1 else "one node"
-    print(f"Starting Kafka ({nodes}) and Redis (Kafka takes a few seconds)...", flush=True)
+    redis = "a Redis Cluster of six nodes" if redis_cluster else "Redis"
+    print(f"Starting Kafka ({nodes}) and {redis} (Kafka takes a few seconds)...", flush=True)
     try:
         with ExitStack() as running:
             if tracing:

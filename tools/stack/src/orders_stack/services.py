@@ -76,6 +76,7 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
             **self.infra.kafka_env,
             "REDIS_URL": self.infra.redis_url,
+            **self.infra.redis_env,
             "API_PORT": str(self.api_port),
             "QUERY_PORT": str(self.query_port),
             "PROCESSOR_PORT": str(self.processor_port),

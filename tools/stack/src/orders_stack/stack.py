@@ -1,7 +1,8 @@
 """Kafka, Redis and the three services as local processes.
 
 `Infra` is Kafka (KRaft, one node or a cluster of three, from the Maven Central jars) and Redis
-(Debian's redis-server, AOF on); `orders_stack.services.Stack` adds the services on top. Both
+(Debian's redis-server, AOF on; one server or a cluster of six nodes, `orders_stack.rediscluster`);
+`orders_stack.services.Stack` adds the services on top. Both
 are context managers that stop everything they started, in reverse order, whatever happened
 in between.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .procs import Proc, wait_until
+from .rediscluster import SHARDS, RedisNode, RedisNodes, node_ports
 
 __all__ = ["Infra", "cluster_id", "free_port"]
 
@@ -164,7 +166,13 @@ class Infra:
     broker, one cluster id, a data directory (`kafka-<n>`) and ports of its own: node 1 on
     `kafka_port`, the others on `kafka_ports` (free ones when not given). Topics then want
     replication factor 3 and `min.insync.replicas` 2 (`kafka_env`), and so do the internal
-    topics (`CLUSTER_BROKER_CONFIG`). One broker (the default) is the single node as it was."""
+    topics (`CLUSTER_BROKER_CONFIG`). One broker (the default) is the single node as it was;
+    none (`kafka_brokers=0`): Redis alone, for tests of Redis.
+
+    `redis_cluster=True`: a Redis Cluster of six nodes, three masters with a replica each
+    (`orders_stack.rediscluster`), in folders `redis-1` to `redis-6`, on `redis_port` and the
+    five ports after it (all free ones when it is 0). `redis_url` is the first node's, the seed
+    a cluster client starts from; the services are told it is a cluster by `redis_env`."""
 
     data_dir: Path
     kafka_port: int = 9092
@@ -181,14 +189,16 @@ class Infra:
     """The running Kafka nodes by node id."""
     kafka_cluster_id: str = ""
     """Every node's KRaft cluster id ("": the one on disk, else a new one)."""
+    redis_cluster: bool = False
+    _redis_nodes: RedisNodes | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.kafka_brokers not in (1, 3):
+        if self.kafka_brokers not in (0, 1, 3):
             raise ValueError(f"KAFKA_BROKERS is 1 or 3, not {self.kafka_brokers}")
 
     @property
     def broker_ports(self) -> list[int]:
-        """The client port of each node, node 1 first."""
+        """The client port of each node, node 1 first (none with `kafka_brokers=0`)."""
         return [self.kafka_port, *self.kafka_ports][: self.kafka_brokers]
 
     @property
@@ -204,34 +214,81 @@ class Infra:
 
     @property
     def redis_url(self) -> str:
+        """The one Redis, or the cluster's first node (a cluster client's seed)."""
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def redis_env(self) -> dict[str, str]:
+        """What the services are told of this Redis beyond its URL."""
+        if not self.redis_cluster:
+            return {}
+        return {"REDIS_CLUSTER": "1", "REDIS_SHARDS": str(SHARDS)}
+
+    @property
+    def redis_nodes(self) -> list[RedisNode]:
+        """The cluster's six nodes (port, folder, process), node 1 (`redis_url`) first; none for
+        the one Redis."""
+        return self._redis_nodes.nodes if self._redis_nodes else []
+
+    def _cluster(self) -> RedisNodes:
+        if self._redis_nodes is None:
+            raise RuntimeError("not a Redis Cluster: Infra(redis_cluster=True) starts one")
+        return self._redis_nodes
+
+    def kill_redis_node(self, node: int, sig: signal.Signals = signal.SIGKILL) -> RedisNode:
+        """Stop cluster node `node` (its number, 1 to 6, or its port) with `sig`; wait until it is gone."""
+        return self._cluster().kill(node, sig)
+
+    def start_redis_node(self, node: int) -> RedisNode:
+        """Start a killed cluster node again on its ports and folder; wait until the cluster is
+        whole again (it rejoins as a replica when its replica took over)."""
+        return self._cluster().start_node(node)
+
+    def redis_masters(self) -> list[int]:
+        """The ports of the cluster's running nodes that are masters now."""
+        return self._cluster().masters()
+
     def start(self) -> "Infra":
-        java = _require("java", "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
         redis_server = _require(
             "redis-server", "install Debian's redis-server package (apt-get install redis-server)"
         )
-        libs = ensure_kafka_jars()
-        self.kafka_port = self.kafka_port or free_port()
-        self.redis_port = self.redis_port or free_port()
+        java, libs = "", KAFKA_LIBS
+        if self.kafka_brokers:
+            java = _require("java", "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+            libs = ensure_kafka_jars()
+            self.kafka_port = self.kafka_port or free_port()
+        if self.redis_cluster:
+            ports = node_ports(self.redis_port, free_port)
+            redis_cli = _require(
+                "redis-cli", "install Debian's redis-tools package (apt-get install redis-tools)"
+            )
+            self._redis_nodes = RedisNodes.plan(self.data_dir, ports, redis_server, redis_cli, self.procs)
+            redis_ports = [port for pair in ports for port in pair]
+        else:
+            redis_ports = [self.redis_port or free_port()]
+        self.redis_port = redis_ports[0]
         if self.kafka_brokers > 1:
             extra = self.kafka_brokers - 1
             self.kafka_ports = [p or free_port() for p in [*self.kafka_ports, *[0] * extra][:extra]]
             n = self.kafka_brokers
             self.controller_ports = [p or free_port() for p in [*self.controller_ports, *[0] * n][:n]]
-        for port in (*self.broker_ports, self.redis_port):
+        for port in (*self.broker_ports, *redis_ports):
             _port_free(port)
         try:
             for node in range(1, self.kafka_brokers + 1):
                 self._start_kafka(java, libs, node)
-            self.redis = self._start_redis(redis_server)
-            wait_until("Redis", self._redis_answers, 30, [self.redis])
-            wait_until(
-                "Kafka",
-                lambda: asyncio.run(_kafka_answers(self.kafka_bootstrap, self.kafka_brokers)),
-                120,
-                list(self.kafkas.values()),
-            )
+            if self._redis_nodes is not None:
+                self.redis = self._redis_nodes.start()
+            else:
+                self.redis = self._start_redis(redis_server)
+                wait_until("Redis", self._redis_answers, 30, [self.redis])
+            if self.kafka_brokers:
+                wait_until(
+                    "Kafka",
+                    lambda: asyncio.run(_kafka_answers(self.kafka_bootstrap, self.kafka_brokers)),
+                    120,
+                    list(self.kafkas.values()),
+                )
         except BaseException:
             self.stop()
             raise
@@ -391,7 +448,7 @@ class Infra:
 
     def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Stop Kafka or Redis with `sig` (SIGKILL: a crash), then start it again on the same
-        port and data, and wait until it answers."""
+        port and data, and wait until it answers (a Redis Cluster: all six nodes, until it is ready)."""
         if name == "kafka":
             for node in sorted(self.kafkas):
                 self.kill_broker(node, sig)
@@ -403,6 +460,8 @@ class Infra:
                 120,
                 list(self.kafkas.values()),
             )
+        elif self._redis_nodes is not None:
+            self.redis = self._redis_nodes.restart(sig)
         else:
             proc = self.redis
             proc.signal(sig)
@@ -426,6 +485,8 @@ class Infra:
             proc.stop()
         self.procs.clear()
         self.kafkas.clear()
+        if self._redis_nodes is not None:
+            self._redis_nodes.forget()
 
     def __enter__(self) -> "Infra":
         return self.start()
