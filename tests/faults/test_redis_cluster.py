@@ -67,7 +67,7 @@ def _spread(client: RedisCluster, unique: str) -> dict[int, str]:
 async def test_six_nodes_three_masters_a_replica_each_writes_and_functions(
     cluster: Infra, client: RedisCluster, unique: str
 ) -> None:
-    assert cluster.redis_env == {"REDIS_CLUSTER": "1", "REDIS_SHARDS": "3"}
+    assert cluster.redis_env == {"REDIS_CLUSTER": "1", "REDIS_SHARDS": "3", "REDIS_WAIT_REPLICAS": "1"}
     assert cluster.redis_url == f"redis://127.0.0.1:{cluster.redis_nodes[0].port}/0"
     for node in cluster.redis_nodes:
         assert node.proc is not None

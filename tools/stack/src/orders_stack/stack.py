@@ -222,7 +222,7 @@ class Infra:
         """What the services are told of this Redis beyond its URL."""
         if not self.redis_cluster:
             return {}
-        return {"REDIS_CLUSTER": "1", "REDIS_SHARDS": str(SHARDS)}
+        return {"REDIS_CLUSTER": "1", "REDIS_SHARDS": str(SHARDS), "REDIS_WAIT_REPLICAS": "1"}
 
     @property
     def redis_nodes(self) -> list[RedisNode]:
