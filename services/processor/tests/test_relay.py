@@ -34,19 +34,6 @@ async def run_relay(settings: Settings, store: OrderStore, until: Callable[[Rela
     return relay
 
 
-@pytest.fixture
-def settings(test_env: dict[str, str]) -> Settings:
-    """This test's topics and prefix; entries are published at once (no durability lag)."""
-    return Settings(
-        kafka_bootstrap_servers=test_env["KAFKA_BOOTSTRAP_SERVERS"],
-        kafka_status_topic=test_env["KAFKA_STATUS_TOPIC"],
-        kafka_orders_topic=test_env["KAFKA_ORDERS_TOPIC"],
-        kafka_dlq_topic=test_env["KAFKA_DLQ_TOPIC"],
-        redis_key_prefix=test_env["REDIS_KEY_PREFIX"],
-        processor_commit_lag_ms=0,
-    )
-
-
 async def test_every_transition_once_in_order_and_a_restart_goes_on_after_the_last(
     settings: Settings, store: OrderStore, new_order: Callable[..., Order]
 ) -> None:

@@ -45,6 +45,7 @@ async def run(settings: Settings) -> None:
     )
     health_task = asyncio.create_task(health.serve())
     relay_task: asyncio.Task[None] | None = None
+    relay_failure: BaseException | None = None
     try:
         log.info(
             "processor starting: group %s, topic %s, delay %d ms",
@@ -54,7 +55,9 @@ async def run(settings: Settings) -> None:
         )
         await store.load_functions()
         freeze_startup_heap()
-        relay_task = asyncio.create_task(relay.run(stopping))  # publishes while it holds the lease
+        relay_task = asyncio.create_task(relay.run(stopping))  # publishes the shards whose leases it holds
+        # The relay ends before `stopping` only when it refuses the status topic: the processor stops.
+        relay_task.add_done_callback(lambda _: stopping.set())
         await worker.run(stopping)
     finally:
         stopping.set()
@@ -62,10 +65,13 @@ async def run(settings: Settings) -> None:
             (outcome,) = await asyncio.gather(relay_task, return_exceptions=True)
             if isinstance(outcome, Exception):
                 log.error("relay stopped with %r", outcome)
+                relay_failure = outcome
         health.should_exit = True
         await health_task
         await store.redis.aclose()
         log.info("processor stopped")
+    if relay_failure is not None:
+        raise SystemExit(f"processor stopped: {relay_failure}")
 
 
 def main() -> None:

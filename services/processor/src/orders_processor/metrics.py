@@ -84,7 +84,8 @@ class HandlerMetrics:
 
 
 class RelayMetrics:
-    """What the status relay did."""
+    """What the status relays of this process did, summed over the shards (with one shard, the
+    numbers of its one relay), and which shards' leases it holds."""
 
     def __init__(self, service: ServiceMetrics) -> None:
         self.published = service.counter("relay_published", "Status events published.")
@@ -95,12 +96,52 @@ class RelayMetrics:
         self.skipped = service.counter(
             "relay_skipped", "Stream entries without a readable order (not published)."
         )
-        self.leader = service.gauge("relay_leader", "1 while this process holds the lease.")
-        self.stalled = service.gauge("relay_stalled", "1 while the stream is behind the published position.")
-        self._all = (self.published, self.transactions, self.gaps, self.skipped, self.leader, self.stalled)
+        self.leader = service.gauge(
+            "relay_leader", "Shards whose relay lease this process holds (one shard: 1 while it holds it)."
+        )
+        self.shard_leader = service.gauge(
+            "relay_shard_leader", "1 while this process holds the shard's relay lease.", ("shard",)
+        )
+        self.stalled = service.gauge(
+            "relay_stalled", "Shards whose update stream is behind the position the topic holds."
+        )
+        self._all = (
+            self.published,
+            self.transactions,
+            self.gaps,
+            self.skipped,
+            self.leader,
+            self.shard_leader,
+            self.stalled,
+        )
+        self._leading: set[int] = set()
+        self._stalled: set[int] = set()
+
+    @property
+    def leading(self) -> frozenset[int]:
+        """The shards whose leases this process holds."""
+        return frozenset(self._leading)
+
+    def lead(self, shard: int, leading: bool) -> None:
+        """Shard `shard`'s lease taken (True) or given up (False)."""
+        _mark(self._leading, shard, leading)
+        self.leader.set(len(self._leading))
+        self.shard_leader.labels(str(shard)).set(int(leading))
+
+    def stall(self, shard: int, stalled: bool) -> None:
+        """Shard `shard`'s stream found behind the topic's position (True), or not (False)."""
+        _mark(self._stalled, shard, stalled)
+        self.stalled.set(len(self._stalled))
 
     def collectors(self) -> tuple[Counter | Gauge, ...]:
         return self._all
+
+
+def _mark(shards: set[int], shard: int, on: bool) -> None:
+    if on:
+        shards.add(shard)
+    else:
+        shards.discard(shard)
 
 
 class _Lag(Collector):

@@ -6,10 +6,17 @@ model: into the Redis of `--redis-url` (default `REDIS_URL`) under the key prefi
 `--key-prefix` (default `REDIS_KEY_PREFIX`). Each event carries the order as it
 is after the transition, the transition's time and version, and its position in
 the original update stream, so the rebuilt orders, histories (times and
-positions included), versions and indexes equal the original ones. The update
-stream is started with the last transition under its original position, so the
-status relay goes on where it was. Not rebuilt: Idempotency-Key records and the
-api's abandoned-event marks (short-lived request state, not the read model).
+positions included), versions and indexes equal the original ones. Each event
+goes to its order's shard (`REDIS_SHARDS`, recorded in the target). Each shard's
+update stream is started with the shard's newest transition, under the position
+its status relay reads back from the shard's partitions (relay_topic.py): the
+transition's original one, so each relay goes on where it was. A topic written
+with another number of shards is rebuilt all the same (and the events in another
+shard's partitions counted as `misplaced`), but then a shard's stream position is
+that of other orders' events, and a shard without orders gets no stream entry
+(its relay stalls if its partitions hold events). Not rebuilt: Idempotency-Key
+records and the api's abandoned-event marks (short-lived request state, not the
+read model).
 
 It needs every status event since the first order: the topics keep every record
 (`KAFKA_TOPIC_RETENTION_MS=-1`, the default). A target that already holds orders
@@ -22,12 +29,11 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from redis.asyncio import Redis
 
 from orders_contract.events import POSITION_HEADER, OrderStatusChangedEvent, decode_status_event
-from orders_contract.keys import Keys
 from orders_kafka.clients import start_reader, stop_bounded
 from orders_readmodel.store import OrderStore
 from orders_readmodel.stream import position_key
@@ -44,16 +50,25 @@ class NotFresh(RuntimeError):
     """The target already holds a read model."""
 
 
+_Event = tuple[int, str, OrderStatusChangedEvent]
+"""An event with its partition and its position in the original update stream."""
+
+
+@dataclass
 class Rebuilt:
     """What a rebuild did."""
 
-    def __init__(self) -> None:
-        self.events = 0
-        self.orders = 0
-        self.repeats = 0
-        self.gaps = 0
-        self.newest: tuple[str, OrderStatusChangedEvent] | None = None
-        """The applied event with the highest stream position, and that position."""
+    events: int = 0
+    orders: int = 0
+    repeats: int = 0
+    gaps: int = 0
+    misplaced: int = 0
+    """Events in a partition of another shard than their order's: the topic was written with
+    another number of shards."""
+    newest: dict[int, tuple[str, OrderStatusChangedEvent]] = field(default_factory=dict)
+    """Per shard: the applied event with the highest stream position, and that position."""
+    read_back: dict[int, str] = field(default_factory=dict)
+    """Per shard: the highest position in its partitions, which its relay goes on after."""
 
 
 async def rebuild(settings: Settings, store: OrderStore) -> Rebuilt:
@@ -61,6 +76,10 @@ async def rebuild(settings: Settings, store: OrderStore) -> Rebuilt:
     write is the store's (orders.lua's `orders_restore`, `orders_restore_stream`)."""
     if await store.holds_orders():
         raise NotFresh(f"the target already holds orders under the prefix {store.keys.prefix!r}")
+    try:
+        await store.check_layout()
+    except ValueError as exc:
+        raise NotFresh(f"the target under the prefix {store.keys.prefix!r}: {exc}") from None
     await store.load_functions()
     topic = settings.kafka_status_topic
     consumer, partitions = await start_reader(settings, topic)
@@ -73,10 +92,18 @@ async def rebuild(settings: Settings, store: OrderStore) -> Rebuilt:
         remaining = {tp for tp in partitions if end[tp] > 0}
         while remaining:
             events = await _next_events(consumer, remaining, end)
-            _count(done, events, await store.restore_all([(e.data, e.time, p) for p, e in events]))
-        if done.newest is not None:
-            position, event = done.newest
-            await store.restore_stream(event.data.order_id, position, event.time)
+            _count(done, store, events, await store.restore_all([(e.data, e.time, p) for _, p, e in events]))
+        if done.misplaced:
+            log.warning(
+                "%d events are in partitions of another shard than their order's: %s was written "
+                "with another REDIS_SHARDS than %d",
+                done.misplaced,
+                topic,
+                store.keys.shards,
+            )
+        for shard, (_, event) in sorted(done.newest.items()):
+            if shard in done.read_back:  # else its relay starts from the start, as the stream does
+                await store.restore_stream(event.data.order_id, done.read_back[shard], event.time)
     finally:
         await stop_bounded(consumer, "rebuild consumer stop")
     return done
@@ -84,25 +111,32 @@ async def rebuild(settings: Settings, store: OrderStore) -> Rebuilt:
 
 async def _next_events(
     consumer: AIOKafkaConsumer, remaining: set[TopicPartition], end: dict[TopicPartition, int]
-) -> list[tuple[str, OrderStatusChangedEvent]]:
-    """The next fetched events before `end` (with their stream positions), in partition order;
-    a partition read to its end leaves `remaining`."""
+) -> list[_Event]:
+    """The next fetched events before `end` (with their partitions and stream positions), in
+    partition order; a partition read to its end leaves `remaining`."""
     events = []
     for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
         for record in records:
             if record.offset < end[tp]:
                 position = dict(record.headers)[POSITION_HEADER].decode()
-                events.append((position, decode_status_event(record.value)))
+                events.append((tp.partition, position, decode_status_event(record.value)))
         if await consumer.position(tp) >= end[tp]:
             remaining.discard(tp)
     return events
 
 
-def _count(
-    done: Rebuilt, events: list[tuple[str, OrderStatusChangedEvent]], before: list[int | None]
-) -> None:
-    for (position, event), version in zip(events, before, strict=True):
+def _newer(position: str, than: str | None) -> bool:
+    return than is None or position_key(position) > position_key(than)
+
+
+def _count(done: Rebuilt, store: OrderStore, events: list[_Event], before: list[int | None]) -> None:
+    shards = store.keys.shards
+    for (partition, position, event), version in zip(events, before, strict=True):
         order = event.data
+        shard = store.keys.shard_of(order.order_id)
+        if _newer(position, done.read_back.get(partition % shards)):  # positions of one shard only
+            done.read_back[partition % shards] = position
+        done.misplaced += partition % shards != shard
         if version is None:
             done.repeats += 1
             continue
@@ -113,8 +147,9 @@ def _count(
             )
         done.events += 1
         done.orders += version == 0
-        if done.newest is None or position_key(position) > position_key(done.newest[0]):
-            done.newest = (position, event)
+        newest = done.newest.get(shard)
+        if _newer(position, newest[0] if newest else None):
+            done.newest[shard] = (position, event)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,11 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
 
     async def run() -> Rebuilt:
-        redis = Redis.from_url(args.redis_url, decode_responses=True)
+        # REDIS_SHARDS shards, on a cluster with REDIS_CLUSTER
+        target = {"redis_url": args.redis_url, "redis_key_prefix": args.key_prefix}
+        store = OrderStore.connect(settings.model_copy(update=target))
         try:
-            return await rebuild(settings, OrderStore(redis, Keys(args.key_prefix)))
+            return await rebuild(settings, store)
         finally:
-            await redis.aclose()
+            await store.redis.aclose()
 
     try:
         done = asyncio.run(run())
@@ -148,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"rebuilt {done.orders} orders from {done.events} events of {settings.kafka_status_topic} "
         f"into {args.redis_url} (prefix {args.key_prefix!r}); repeats skipped: {done.repeats}, "
-        f"version gaps: {done.gaps}"
+        f"version gaps: {done.gaps}, in another shard's partitions: {done.misplaced}"
     )
     return 0
 
