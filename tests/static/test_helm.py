@@ -338,3 +338,21 @@ def test_topics_keep_a_copy_per_lost_broker_on_a_cluster(
             assert (factor, in_sync) == (3, "2"), component
         else:
             assert in_sync is None, f"{component}: the brokers' default unless asked"
+
+
+def test_every_service_reads_the_same_redis_layout(
+    rendered: tuple[str, str], objects: list[Manifest]
+) -> None:
+    """One Redis by default (one shard, no WAIT); the cluster values: a Redis Cluster in six
+    shards, writes confirmed by a replica. The settings accept what every container gets, and
+    the status topic has a partition per shard at least (one relay per shard)."""
+    layouts = set()
+    for component, _, container in containers(objects):
+        env = {name: item["value"] for name, item in env_of(container).items() if "value" in item}
+        SETTINGS[component].model_validate(
+            {k.lower(): v for k, v in env.items() if k.lower() in SETTINGS[component].model_fields}
+        )
+        layouts.add((env["REDIS_CLUSTER"], env["REDIS_SHARDS"], env["REDIS_WAIT_REPLICAS"]))
+        if "KAFKA_TOPIC_PARTITIONS" in env:
+            assert int(env["KAFKA_TOPIC_PARTITIONS"]) >= int(env["REDIS_SHARDS"]), component
+    assert layouts == ({("1", "6", "1")} if rendered[0] == "cluster" else {("0", "1", "0")})

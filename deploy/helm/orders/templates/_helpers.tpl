@@ -74,6 +74,12 @@ app.kubernetes.io/part-of: orders
   value: {{ .Values.redis.keyPrefix | quote }}
 - name: REDIS_MAX_CONNECTIONS
   value: {{ .Values.redis.maxConnections | quote }}
+- name: REDIS_CLUSTER
+  value: {{ ternary "1" "0" .Values.redis.cluster | quote }}
+- name: REDIS_SHARDS
+  value: {{ .Values.redis.shards | quote }}
+- name: REDIS_WAIT_REPLICAS
+  value: {{ .Values.redis.waitReplicas | quote }}
 {{- end }}
 
 {{- define "orders.env.kafka" -}}
