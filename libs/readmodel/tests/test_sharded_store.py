@@ -129,3 +129,14 @@ async def test_the_layout_is_fixed_once_written(sharded: OrderStore, redis_clien
     other = OrderStore(redis_client, Keys(sharded.keys.prefix, 2))
     with pytest.raises(ValueError, match="REDIS_SHARDS=3, not 2"):
         await other.check_layout()
+
+
+async def test_one_shards_data_from_before_the_count_was_recorded_is_refused(
+    redis_client: Redis, test_env: dict[str, str]
+) -> None:
+    old = OrderStore(redis_client, Keys(test_env["REDIS_KEY_PREFIX"]))
+    await old.create(_order())
+    await redis_client.delete(old.keys.layout)  # as written before the count was recorded
+    with pytest.raises(ValueError, match="REDIS_SHARDS=1, not 3"):
+        await OrderStore(redis_client, Keys(old.keys.prefix, SHARDS)).check_layout()
+    await old.check_layout()  # the one shard it was written with still starts

@@ -321,9 +321,15 @@ class OrderStore:
     async def check_layout(self) -> None:
         """Record the number of shards the read model is written with, or refuse (ValueError)
         a number other than the one its data was written with: its orders would be looked for
-        in the wrong shards."""
+        in the wrong shards. Data of one shard from before the count was recorded (untagged
+        index or stream under the prefix) counts as written with 1."""
         name = self.keys.layout
         recorded = cast(str | None, await self.redis.set(name, self.keys.shards, nx=True, get=True))
+        if recorded is None and self.keys.shards > 1:
+            old = Keys(self.keys.prefix)
+            if any([await self.redis.exists(n) for n in (old.all_orders(0), old.updates(0))]):
+                await self.redis.set(name, 1)
+                recorded = "1"
         if recorded is not None and int(recorded) != self.keys.shards:
             raise ValueError(
                 f"the read model was written with REDIS_SHARDS={recorded}, not {self.keys.shards}: "

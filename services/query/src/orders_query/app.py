@@ -1,6 +1,7 @@
 """The read API: every order read is served from the Redis read model, live ones included."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -10,6 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from starlette.middleware import Middleware
 
 from orders_readmodel.store import OrderStore
@@ -31,6 +33,8 @@ from .settings import Settings, get_settings
 from .tickets import StreamTickets
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT = 5.0
 """Longest wait for one Redis command: a hung Redis gives 503s, not requests that never end."""
@@ -59,6 +63,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.tickets.start(store.redis, store.keys)
     try:
         await app.state.auth.start(store.redis, store.keys)
+        try:  # the query service reads what the others wrote: in as many shards, or not at all
+            await store.check_layout()
+        except RedisError as exc:
+            log.warning("cannot check the read model's shards at start-up: %r", exc)
         await hub.start()
         freeze_startup_heap()
         yield
