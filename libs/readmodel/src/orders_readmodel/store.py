@@ -14,16 +14,14 @@ replayed event changes nothing.
 
 All of that is per shard (REDIS_SHARDS, keys.py): an order's keys, and the indexes and
 stream it is in, are those of its shard, so each function touches one shard (one slot of a
-Redis Cluster). Reads over every order (pages, stats) ask each shard and merge.
+Redis Cluster). Reads over every order (pages, counts, stats) ask each shard and merge:
+listing.py, whose `ShardedReads` the store inherits.
 """
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import logging
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, cast
@@ -39,7 +37,8 @@ from orders_contract.lifecycle import ALLOWED_FROM, TIME_FIELD
 from orders_contract.models import HistoryEntry, Order, OrderStatus, order_json, utc_now
 from orders_contract.settings import RedisSettings
 from orders_readmodel.batching import ScriptBatcher, Wait, pack_with_hiredis
-from orders_readmodel.stream import START, UpdateStream, join_positions
+from orders_readmodel.listing import Index, InvalidCursor, ShardedReads, Stats, decode_cursor, encode_cursor
+from orders_readmodel.stream import UpdateStream
 
 __all__ = [
     "LIBRARY",
@@ -49,6 +48,8 @@ __all__ = [
     "OrderStore",
     "Stats",
     "TransitionResult",
+    "decode_cursor",
+    "encode_cursor",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,23 +63,6 @@ _TRANSITION_ARGS = {
     for target in OrderStatus
 }
 """orders_transition's arguments that depend on the target status only."""
-
-
-Index = Callable[[int], str]
-"""An index in every shard: shard -> its key (Keys.all_orders, partial(Keys.by_user, 7), ...)."""
-
-
-class InvalidCursor(ValueError):
-    """A pagination cursor that this service did not hand out."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    counts: dict[OrderStatus, int]
-    per_second: list[int]
-    """Orders created in each second from `since_ms` on (by the time in their UUIDv7 ids)."""
-    head: str
-    """The update streams' newest positions (stream.join_positions): what comes after is new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,19 +107,7 @@ def _pairs(fields: dict[str, Any]) -> list[str]:
     return [str(item) for name, value in fields.items() if value is not None for item in (name, value)]
 
 
-def encode_cursor(order_id: str) -> str:
-    return base64.urlsafe_b64encode(uuid.UUID(order_id).bytes).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return str(uuid.UUID(bytes=raw))
-    except (ValueError, binascii.Error):
-        raise InvalidCursor("cursor is not one this service handed out") from None
-
-
-class OrderStore:
+class OrderStore(ShardedReads):
     """Reads and atomic writes of the read model. The client must decode responses."""
 
     def __init__(
@@ -389,106 +361,6 @@ class OrderStore:
         fields = await self._calls.command("HGETALL", self.keys.order(order_id))
         return order_json(fields) if fields else None
 
-    async def page(
-        self, index: Index, limit: int, cursor: str | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        """Orders of an index, newest first, in their JSON form: one page and the cursor of
-        the next (None if last).
-
-        Two round trips (the batcher sends each step's calls together), and every key a call
-        touches is named as a key, in one shard, as a Redis Cluster needs: each shard's next
-        `limit + 1` ids below the cursor (one more, to know whether a next page exists),
-        merged newest first (ids are time-ordered, so the cursor is the last id and stays
-        stable while orders arrive); then the page's hashes as JSON texts from one read-only
-        function (orders_hashes_json) per shard.
-        """
-        start = f"({decode_cursor(cursor)}" if cursor else "+"
-        shards = range(self.keys.shards)
-        found = await asyncio.gather(
-            *(
-                self._calls.command("ZRANGE", index(s), start, "-", "BYLEX", "REV", "LIMIT", 0, limit + 1)
-                for s in shards
-            )
-        )
-        ids: list[str] = found[0] if len(found) == 1 else sorted((i for f in found for i in f), reverse=True)
-        wanted = ids[:limit]
-        by_shard: dict[int, list[str]] = {}
-        for order_id in wanted:
-            by_shard.setdefault(self.keys.shard_of(order_id), []).append(order_id)
-        replies = await asyncio.gather(
-            *(
-                self._calls.command(
-                    "FCALL_RO", "orders_hashes_json", len(group), *map(self.keys.order, group)
-                )
-                for group in by_shard.values()
-            )
-        )
-        texts = dict(
-            zip(
-                (i for group in by_shard.values() for i in group),
-                (t for r in replies for t in r),
-                strict=True,
-            )
-        )
-        rows = (orjson.loads(texts[order_id]) for order_id in wanted)
-        orders = [order_json(row) for row in rows if row]  # an id without a hash: {}
-        return orders, encode_cursor(ids[limit - 1]) if len(ids) > limit else None
-
-    async def count(self, index: Index) -> int:
-        """How many orders an index holds, over every shard."""
-        shards = range(self.keys.shards)
-        return sum(await asyncio.gather(*(self._calls.command("ZCARD", index(s)) for s in shards)))
-
-    async def ids(self, index: Index) -> list[str]:
-        """Every order id of an index, over every shard, newest first (audits and tests)."""
-        shards = range(self.keys.shards)
-        found = await asyncio.gather(*(self._calls.command("ZRANGE", index(s), 0, -1) for s in shards))
-        return sorted((i for ids in found for i in ids), reverse=True)
-
     async def history(self, order_id: str) -> list[HistoryEntry]:
         entries = await self._calls.command("LRANGE", self.keys.history(order_id), 0, -1)
         return [HistoryEntry.model_validate_json(entry) for entry in entries]
-
-    MAX_STATS_SECONDS = 300
-    """The longest window `stats` counts: it bounds what one call costs Redis."""
-
-    async def stats(self, since_ms: int, seconds: int) -> Stats:
-        """Orders per status, orders created in each of `seconds` seconds (at most
-        MAX_STATS_SECONDS) from `since_ms` on, and the stream's head.
-
-        One read-only function call (orders_stats) per shard through the batcher: one round
-        trip, a ZLEXCOUNT per second on the server; the shards' numbers are summed. Every key
-        it reads is passed as a key.
-        """
-        if not 1 <= seconds <= self.MAX_STATS_SECONDS:
-            raise ValueError(f"seconds must be 1 to {self.MAX_STATS_SECONDS}")
-
-        def bound(ms: int) -> str:  # ids with a smaller time sort before it
-            prefix = f"{ms:012x}"
-            return f"{prefix[:8]}-{prefix[8:]}"
-
-        bounds = [bound(since_ms + i * 1000) for i in range(seconds + 1)]
-        k = self.keys
-        replies = await asyncio.gather(
-            *(
-                self._calls.command(
-                    "FCALL_RO",
-                    "orders_stats",
-                    2 + len(_STATUSES),
-                    k.updates(shard),
-                    k.all_orders(shard),
-                    *status_keys,
-                    *bounds,
-                )
-                for shard, status_keys in enumerate(self._status_keys)
-            )
-        )
-        counts = dict.fromkeys(_STATUSES, 0)
-        per_second = [0] * seconds
-        heads = []
-        for newest, numbers, seconds_counts in replies:
-            for status, n in zip(_STATUSES, numbers, strict=True):
-                counts[status] += int(n)
-            per_second = [a + int(b) for a, b in zip(per_second, seconds_counts, strict=True)]
-            heads.append(str(newest) if newest else START)
-        return Stats(counts, per_second, join_positions(heads))
