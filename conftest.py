@@ -42,9 +42,19 @@ _import_anyio_now()
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
-    """Kafka (KRaft) and Redis on free loopback ports, for the whole session."""
+    """Kafka (KRaft) and Redis on free loopback ports, for the whole session; with
+    TEST_PROFILE=cluster (`make test-cluster`, the end-to-end suite) three Kafka brokers and a
+    Redis Cluster of six nodes, the cluster profile of `make up KAFKA_BROKERS=3 REDIS_CLUSTER=1`."""
     data_dir = Path(os.environ.get("TEST_DATA_DIR") or tmp_path_factory.mktemp("infra"))
-    with Infra(data_dir, kafka_port=0, redis_port=0) as running:
+    profile = os.environ.get("TEST_PROFILE") or "single"
+    if profile not in ("single", "cluster"):
+        raise pytest.UsageError(f"TEST_PROFILE is single or cluster, not {profile!r}")
+    infra = Infra(data_dir, kafka_port=0, redis_port=0)
+    if profile == "cluster":
+        infra = Infra(
+            data_dir, kafka_port=0, redis_port=0, kafka_brokers=3, kafka_heap="384m", redis_cluster=True
+        )
+    with infra as running:
         yield running
 
 

@@ -59,8 +59,18 @@ def own_stack(request: pytest.FixtureRequest, label: str, oidc: bool = False) ->
         env.update(request.getfixturevalue("provider").service_env)
     # The open stack has its front door too (its Location headers then name it); an oidc one not.
     gateway_port = None if oidc else 0
+    # The cluster profile (TEST_PROFILE=cluster) scales out as well: three processors, and two
+    # query instances behind the gateway.
+    scaled = infra.redis_cluster
     with Stack(
-        infra, api_port=0, query_port=0, processor_port=0, env=env, gateway_port=gateway_port
+        infra,
+        api_port=0,
+        query_port=0,
+        processor_port=0,
+        env=env,
+        gateway_port=gateway_port,
+        processors=3 if scaled else 1,
+        query_instances=2 if scaled else 1,
     ) as stack:
         yield Urls(stack.api_url, stack.query_url, stack.gateway_url)
 

@@ -25,7 +25,6 @@ from orders_readmodel.store import OrderStore
 from orders_readmodel.stream import position_key, split_positions
 from orders_stack import Infra, Stack
 from orders_stack.ledger import Ledger, audit, place_orders, settle, until
-from orders_stack.stack import free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.redis, pytest.mark.timeout(420)]
 
@@ -60,14 +59,10 @@ async def _scaled(cluster: Infra, unique: str) -> AsyncIterator[tuple[Stack, lis
         "KAFKA_SEND_TIMEOUT_MS": "5000",
         "BIND_HOST": "127.0.0.1",
     }
-    with Stack(cluster, api_port=0, query_port=0, processor_port=0, env=env) as stack:
-        second = free_port()
-        for n in (1, 2):
-            stack.start_service("processor", key=f"processor-{n}", PROCESSOR_PORT=str(free_port()))
-        stack.start_service("query", key="query-1", QUERY_PORT=str(second))
-        for key in ("processor-1", "processor-2", "query-1"):
-            await asyncio.to_thread(stack.wait_ready, key)
-        yield stack, [stack.query_url, f"http://127.0.0.1:{second}"]
+    with Stack(
+        cluster, api_port=0, query_port=0, processor_port=0, env=env, processors=3, query_instances=2
+    ) as stack:
+        yield stack, stack.query_urls
 
 
 class Feed:

@@ -43,6 +43,16 @@ def test_the_stacks_configuration_loads(tmp_path: Path) -> None:
     assert (OPENAPI_DIR / "front-door.json").is_file()
 
 
+def test_reads_are_balanced_over_every_query_instance(tmp_path: Path) -> None:
+    """A scaled-out stack (the cluster profile's two query instances): the `query` upstream
+    names each, the `api` upstream only the api."""
+    gateway = Gateway(tmp_path, api_port=18000, query_port=18001, port=15000, more_query_ports=(18003,))
+    gateway.check()
+    upstreams = dict(re.findall(r"upstream (\w+) \{(.*?)\}", gateway.config(), re.S))
+    servers = {name: re.findall(r"server (\S+);", body) for name, body in upstreams.items()}
+    assert servers == {"api": ["127.0.0.1:18000"], "query": ["127.0.0.1:18001", "127.0.0.1:18003"]}
+
+
 def test_it_listens_on_bind_host() -> None:
     assert (
         Gateway(Path("/x"), 1, 2, port=5000, bind_host="0.0.0.0")

@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 from redis.observability.attributes import DB_CLIENT_CONNECTION_STATE, ConnectionState
 from starlette.responses import PlainTextResponse, Response
@@ -149,7 +150,7 @@ class ServiceMetrics:
         name = f"{self.service}/{pool}@{socket.gethostname()}/{instance}"
         return "".join(c if "!" <= c <= "~" else "_" for c in name)  # Redis refuses spaces
 
-    def watch_redis(self, redis: Redis, pool: str = "reads") -> None:
+    def watch_redis(self, redis: "Redis | RedisCluster", pool: str = "reads") -> None:
         """Name the connections `redis` opens from now on (call before its first command) and
         export at each scrape:
 
@@ -158,15 +159,14 @@ class ServiceMetrics:
         - `{service}_redis_connections_in_use`: those taken by a request now, in the
           process that answers (redis-py's `get_connection_count()`).
 
-        On a Redis Cluster only the name is set.
+        On a Redis Cluster (REDIS_CLUSTER) both count over every node.
         """
         name = self.client_name(pool)
-        if not hasattr(redis, "connection_pool"):
-            # redis-py's cluster client (REDIS_CLUSTER): a pool per node, made from the
-            # nodes manager's arguments; the two gauges are of one pool, so left out.
-            redis.nodes_manager.connection_kwargs["client_name"] = name  # type: ignore[attr-defined]
-            return
-        redis.connection_pool.connection_kwargs["client_name"] = name
+        if isinstance(redis, RedisCluster):
+            # A pool per node, each made from the nodes manager's arguments.
+            redis.nodes_manager.connection_kwargs["client_name"] = name
+        else:
+            redis.connection_pool.connection_kwargs["client_name"] = name
         if self._redis is None:
             self._redis = _RedisConnections(self.service)
             self.register(self._redis)
@@ -271,18 +271,26 @@ class _RedisConnections(Collector):
 
     def __init__(self, service: str) -> None:
         self._service = service
-        self._redis: Redis | None = None
+        self._redis: Redis | RedisCluster | None = None
         self._name = ""
         self._open: int | None = None
 
-    def watch(self, redis: Redis, name: str) -> None:
+    def watch(self, redis: "Redis | RedisCluster", name: str) -> None:
         self._redis, self._name, self._open = redis, name, None
 
     async def refresh(self) -> None:
         if self._redis is None:
             return
         try:
-            clients = await asyncio.wait_for(self._redis.client_list(), 2.0)
+            if isinstance(self._redis, RedisCluster):
+                every = await asyncio.wait_for(
+                    self._redis.client_list(target_nodes=RedisCluster.ALL_NODES), 2.0
+                )
+                # A list per node, keyed by the node's name (typed as one list).
+                per_node: dict[str, list[dict[str, str]]] = every  # type: ignore[assignment]
+                clients = [client for node in per_node.values() for client in node]
+            else:
+                clients = await asyncio.wait_for(self._redis.client_list(), 2.0)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("counting Redis connections failed: %r", exc)
             self._open = None
@@ -299,13 +307,20 @@ class _RedisConnections(Collector):
                 f"Redis server; client name {self._name}.",
                 value=self._open,
             )
-        used = ConnectionState.USED.value
-        counts = self._redis.connection_pool.get_connection_count()
         yield GaugeMetricFamily(
             f"{self._service}_redis_connections_in_use",
             "Connections of that pool taken by a request now, in the process that answers.",
-            value=sum(n for n, attributes in counts if attributes.get(DB_CLIENT_CONNECTION_STATE) == used),
+            value=_in_use(self._redis),
         )
+
+
+def _in_use(redis: "Redis | RedisCluster") -> int:
+    if isinstance(redis, RedisCluster):
+        # redis-py's cluster client has a pool per node and no count of its own: made less free.
+        return sum(len(node._connections) - len(node._free) for node in redis.get_nodes())
+    used = ConnectionState.USED.value
+    counts = redis.connection_pool.get_connection_count()
+    return sum(n for n, attributes in counts if attributes.get(DB_CLIENT_CONNECTION_STATE) == used)
 
 
 class _WorkerFiles(Collector):

@@ -27,11 +27,16 @@ OPENAPI_DIR = Path(__file__).resolve().parents[4] / "docs" / "openapi"
 # (HTTP_IDLE_TIMEOUT_S, 5 s) would close them under a request.
 _UPSTREAM = """\
     upstream {name} {{
-        server 127.0.0.1:{port};
+{servers}
         keepalive 16;
         keepalive_timeout 4s;
     }}
 """
+
+
+def _upstream(name: str, ports: list[int]) -> str:
+    servers = "\n".join(f"        server 127.0.0.1:{port};" for port in ports)
+    return _UPSTREAM.format(name=name, servers=servers)
 
 
 _TEMP = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -47,13 +52,15 @@ def find_nginx() -> str:
 
 @dataclass
 class Gateway:
-    """nginx on `port`, routing to the api and query ports given."""
+    """nginx on `port`, routing to the api and query ports given (reads balanced over the query
+    port and `more_query_ports`: a scaled-out stack's further query instances)."""
 
     data_dir: Path
     api_port: int
     query_port: int
     port: int = 5000
     bind_host: str = "127.0.0.1"
+    more_query_ports: tuple[int, ...] = ()
     procs: list[Proc] = field(default_factory=list)
 
     @property
@@ -69,8 +76,8 @@ class Gateway:
         """The main configuration file's text (`nginx -c`)."""
         home = self.home
         temp = "\n".join(f"    {kind}_temp_path {home / 'tmp' / kind};" for kind in _TEMP)
-        upstreams = _UPSTREAM.format(name="api", port=self.api_port) + _UPSTREAM.format(
-            name="query", port=self.query_port
+        upstreams = _upstream("api", [self.api_port]) + _upstream(
+            "query", [self.query_port, *self.more_query_ports]
         )
         return f"""\
 # Written by orders_stack.gateway at each start; the routing is {ROUTES}.

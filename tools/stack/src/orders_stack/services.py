@@ -30,7 +30,9 @@ class Stack:
     """The three services on top of an `Infra`, with a key prefix, topic and group of their own.
 
     `gateway_port`: also the front door (nginx) on that port (0: a free one; None: none); the
-    `Location` headers and the dashboard's order form then name the gateway's URL."""
+    `Location` headers and the dashboard's order form then name the gateway's URL.
+    `processors`, `query_instances`: scaled out, the further ones (`processor-2`, `query-2`, ...)
+    on free ports, the gateway balancing reads over every query instance."""
 
     infra: Infra
     api_port: int = 8000
@@ -40,6 +42,8 @@ class Stack:
     procs: dict[str, Proc] = field(default_factory=dict)
     gateway_port: int | None = None
     gateway: Gateway | None = None
+    processors: int = 1
+    query_instances: int = 1
 
     @property
     def api_url(self) -> str:
@@ -48,6 +52,15 @@ class Stack:
     @property
     def query_url(self) -> str:
         return f"http://127.0.0.1:{self.query_port}"
+
+    @property
+    def query_urls(self) -> list[str]:
+        """Every query instance's URL, `query_url` first."""
+        return [self.query_url, *(f"http://127.0.0.1:{port}" for port in self._more_query_ports())]
+
+    def _more_query_ports(self) -> tuple[int, ...]:
+        keys = [f"query-{n}" for n in range(2, self.query_instances + 1)]
+        return tuple(int(self.procs[key].env["QUERY_PORT"]) for key in keys if key in self.procs)
 
     @property
     def processor_url(self) -> str:
@@ -97,8 +110,12 @@ class Stack:
         try:
             for name in SERVICES:
                 self.start_service(name)
-            for name in SERVICES:
-                self.wait_ready(name)
+            for n in range(2, self.processors + 1):
+                self.start_service("processor", key=f"processor-{n}", PROCESSOR_PORT=str(free_port()))
+            for n in range(2, self.query_instances + 1):
+                self.start_service("query", key=f"query-{n}", QUERY_PORT=str(free_port()))
+            for key in list(self.procs):
+                self.wait_ready(key)
             if self.gateway_port is not None:
                 self.gateway = Gateway(
                     self.infra.data_dir,
@@ -106,6 +123,7 @@ class Stack:
                     query_port=self.query_port,
                     port=self.gateway_port,
                     bind_host=self.service_env()["BIND_HOST"],
+                    more_query_ports=self._more_query_ports(),
                 ).start()
         except BaseException:
             self.stop()
