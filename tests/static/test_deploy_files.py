@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,26 +50,51 @@ def loader() -> str:
     return found
 
 
-def load_compose(*files: Path) -> dict[str, Any]:
+def load_compose(*files: Path, variables: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The model compose builds of `files` (docker-compose.yml alone by default), as
-    `docker compose -f ... -f ...` merges them."""
-    # The loader reads no environment: the secrets compose requires are written into copies
-    # beside the files (so that their relative paths resolve the same).
+    `docker compose -f ... -f ...` merges them, with `variables` set (as an `--env-file` sets
+    them; the others unset)."""
+    # The loader reads no environment (neither its own nor a .env): the secrets compose
+    # requires and `variables` are written into copies beside the files (so that their relative
+    # paths resolve the same), and it runs with an environment of PATH alone.
     with contextlib.ExitStack() as copies:
         names = []
         for path in files or (COMPOSE,):
             copy = copies.enter_context(
                 tempfile.NamedTemporaryFile("w", dir=ROOT, prefix=".compose-check-", suffix=".yml")
             )
-            copy.write(with_secrets(path.read_text()))
+            copy.write(interpolate(with_secrets(path.read_text()), variables or {}))
             copy.flush()
             names.append(copy.name)
         result = subprocess.run(
-            [loader(), "-format", "json", *names], capture_output=True, text=True, cwd=ROOT, check=False
+            [loader(), "-format", "json", *names],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={"PATH": os.environ.get("PATH", "")},
+            check=False,
         )
     assert result.returncode == 0, f"compose file does not load: {result.stderr}"
     model: dict[str, Any] = json.loads(result.stdout)
     return model
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """`text` with every `${NAME}`, `${NAME:-default}` or `${NAME-default}` of a NAME in
+    `variables` replaced by its value, as compose interpolates a variable that is set and not
+    empty; a default may hold `${...}` itself. The other variables are left to the loader."""
+    if not variables:
+        return text
+    start = re.compile(r"(?<!\$)\$\{(" + "|".join(map(re.escape, variables)) + r")(?=[}:-])")
+    parts, done = [], 0
+    while found := start.search(text, done):
+        end, depth = found.end(), 1
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        parts += [text[done : found.start()], variables[found.group(1)]]
+        done = end
+    return "".join(parts) + text[done:]
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -206,11 +232,16 @@ def test_the_open_stack_is_the_default_and_auth_the_override(
 def test_observability_is_a_profile_and_the_default_stack_needs_none_of_it(compose: dict[str, Any]) -> None:
     services = compose["services"]
     profiled = {name: svc["profiles"] for name, svc in services.items() if svc.get("profiles")}
-    assert profiled == {name: ["observability"] for name in ("jaeger", "prometheus", "grafana")}
+    observability = {name: ["observability"] for name in ("jaeger", "prometheus", "grafana")}
+    assert {name: profiled.pop(name) for name in observability} == observability
+    assert profiled, "the cluster profile"
+    assert all(profiles == ["cluster"] for profiles in profiled.values())
+    profiled |= observability
     default = {name for name in services if name not in profiled}
     assert default == {"kafka", "redis", "api", "processor", "query", "gateway"}
     for name in default:
-        assert set(services[name].get("depends_on", {})) <= default, f"{name} needs a profiled service"
+        needed = {dep for dep, how in services[name].get("depends_on", {}).items() if how["required"]}
+        assert needed <= default, f"{name} needs a profiled service"
         otel = environment(services[name]).get("OTEL_EXPORTER_OTLP_ENDPOINT")
         assert not otel, f"{name} sends traces to a Jaeger the default stack does not run"
 
@@ -241,7 +272,7 @@ def test_the_processor_scales(compose: dict[str, Any]) -> None:
     assert all(not port.get("published") for port in processor.get("ports", []))
 
 
-ONE_SHOT = {"hydra-clients"}
+ONE_SHOT = {"hydra-clients", "redis-cluster"}
 """Jobs that run once and exit: the others wait for them to succeed, not to be healthy."""
 
 
@@ -255,7 +286,9 @@ def test_healthchecks_gate_the_start_order(compose: dict[str, Any], compose_auth
         "grafana": {"prometheus"},
     }
     for name, needs in expected.items():
-        assert set(services[name]["depends_on"]) == needs
+        # `required: false`: the cluster profile's services, waited for only when it is on
+        required = {dep for dep, how in services[name]["depends_on"].items() if how["required"]}
+        assert required == needs
     for model in (compose, compose_auth):
         for name, service in model["services"].items():
             if name not in ONE_SHOT:
