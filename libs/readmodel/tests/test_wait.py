@@ -73,3 +73,28 @@ async def test_writes_wait_for_the_replica(
     assert redis_refusal(refused.value) == "NOREPLICAS"
     assert (await read) == await store.get(order.order_id)  # the read in that pipeline is answered
     assert (await store.create(other)).status is not None  # the write itself is on the master: idempotent
+
+
+async def test_the_relay_publishes_only_what_the_replica_holds(
+    redis_client: Redis, test_env: dict[str, str], replica: int, new_order: Callable[..., Order]
+) -> None:
+    """`confirm_replicated` covers entries another connection wrote (WAIT alone counts only its
+    own connection's writes): the stream's entries are on the replica once it returns, and it
+    refuses when no replica acknowledges."""
+    await _linked(replica)
+    keys = Keys(test_env["REDIS_KEY_PREFIX"])
+    writer = OrderStore(redis_client, keys)  # no WAIT of its own
+    async with Redis.from_url(test_env["REDIS_URL"], decode_responses=True) as reader_client:
+        stream = OrderStore(reader_client, keys).stream()
+        for _ in range(20):
+            assert (await writer.create(new_order())).created
+        updates = await stream.updates_after("0-0")
+        assert updates is not None
+        assert len(updates) == 20
+        await stream.confirm_replicated(updates[-1].position, Wait(1, 5000))
+        async with Redis(port=replica, decode_responses=True) as r:
+            assert await r.xlen(keys.updates(0)) == 20, "every entry read is on the replica"
+            assert await r.get(keys.relay_replicated(0)) == updates[-1].position
+            await r.replicaof("NO", "ONE")  # no replica left to acknowledge
+            with pytest.raises(NotReplicated):
+                await stream.confirm_replicated(updates[-1].position, Wait(1, 200))

@@ -108,6 +108,12 @@ class Keys:
         """String with a TTL: the processor that publishes a shard's update stream to Kafka now."""
         return f"{self._heads[shard]}relay:lease"
 
+    def relay_replicated(self, shard: int) -> str:
+        """String: the last position of a shard's update stream that its relay saw on the
+        replicas (`REDIS_WAIT_REPLICAS`); the relay writes it so that WAIT, which counts only
+        its own connection's writes, covers the entries it read before."""
+        return f"{self._heads[shard]}relay:replicated"
+
     def idempotency(self, user_id: int, key_digest: str) -> str:
         """String: the order an `Idempotency-Key` of a user placed, with the request's fingerprint."""
         return f"{self.prefix}idempotency:{user_id}:{key_digest}"

@@ -40,7 +40,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-__all__ = ["NotReplicated", "ScriptBatcher", "Wait", "pack_with_hiredis"]
+__all__ = ["NotReplicated", "ScriptBatcher", "Wait", "pack_with_hiredis", "write_replicated"]
 
 _LOST = (OSError, RuntimeError, asyncio.IncompleteReadError)
 """What a connection torn down under a command raises besides redis-py's own errors."""
@@ -165,11 +165,7 @@ class ScriptBatcher:
         if waits and self._wait is not None:
             wanted = self._wait
             for writes, reached in zip(waits, results[len(batch) :], strict=True):
-                if isinstance(reached, Exception) or int(reached) < wanted.replicas:
-                    failure = NotReplicated(
-                        f"NOREPLICAS a write reached {reached!s} of {wanted.replicas} replicas in "
-                        f"{wanted.timeout_ms} ms (WAIT)"
-                    )
+                if (failure := _refusal(reached, wanted)) is not None:
                     for i in writes:
                         if not isinstance(results[i], Exception):
                             results[i] = failure
@@ -194,6 +190,29 @@ class ScriptBatcher:
             target = {"target_nodes": nodes[name]} if cluster else {}
             pipe.execute_command("WAIT", self._wait.replicas, self._wait.timeout_ms, **target)
         return list(writes.values())
+
+
+async def write_replicated(redis: "Redis | RedisCluster", key: str, value: str, wait: Wait) -> None:
+    """SET `key` to `value`, then WAIT until `wait.replicas` replicas have it: raises
+    NotReplicated if they do not in `wait.timeout_ms`. A master sends its writes to its
+    replicas in the order it ran them, so this also confirms every write its node ran
+    before, whoever made it (WAIT alone counts only its own connection's writes)."""
+    target = {"target_nodes": redis.get_node_from_key(key)} if isinstance(redis, RedisCluster) else {}
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(key, value)
+        pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms, **target)
+        _, reached = await pipe.execute(raise_on_error=False)
+    if (failure := _refusal(reached, wait)) is not None:
+        raise failure
+
+
+def _refusal(reached: object, wait: Wait) -> NotReplicated | None:
+    """WAIT's answer `reached`, when it falls short of `wait`, as the refusal to report."""
+    if not isinstance(reached, Exception) and int(str(reached)) >= wait.replicas:
+        return None
+    return NotReplicated(
+        f"NOREPLICAS a write reached {reached!s} of {wait.replicas} replicas in {wait.timeout_ms} ms (WAIT)"
+    )
 
 
 def _failure(exc: Exception) -> Exception:

@@ -118,6 +118,7 @@ class OrderStore(ShardedReads):
         self.keys = keys
         self._maxlen = stream_maxlen
         self._status_keys = [[keys.by_status(s, shard) for s in _STATUSES] for shard in range(keys.shards)]
+        self.wait = wait
         self._calls = ScriptBatcher(redis, LIBRARY, wait=wait)
 
     @classmethod

@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 from orders_contract.keys import Keys
 from orders_contract.models import HistoryEntry, Order, OrderStatus, order_json
 
+from .batching import Wait, write_replicated
+
 __all__ = [
     "START",
     "InvalidPosition",
@@ -226,6 +228,12 @@ class UpdateStream:
         that lost its position to the cap goes on."""
         entries: Any = await self.redis.xrange(self.name, count=1)
         return str(entries[0][0]) if entries else None
+
+    async def confirm_replicated(self, position: str, wait: Wait) -> None:
+        """Every entry up to `position`, read before this call, is on `wait.replicas` replicas
+        of the shard's node, so a failover keeps it (raises NotReplicated when they do not
+        acknowledge in time). The status relay asks before it publishes what it read."""
+        await write_replicated(self.redis, self.keys.relay_replicated(self.shard), position, wait)
 
     async def clock_ms(self) -> int:
         """Redis's clock, in ms since the epoch: the clock the stream's positions are written by."""

@@ -31,6 +31,11 @@ or repeated.
   A Redis that crashes loses at most its last second, and the processor then
   applies those transitions again from Kafka: had the lost entries been
   published, the new ones would repeat them.
+- Only replicated entries (`REDIS_WAIT_REPLICAS`, a Redis Cluster): before each
+  transaction the relay has the shard's node confirm with WAIT that what it read
+  is on that many replicas (`UpdateStream.confirm_replicated`), so a failover
+  never takes back an entry it published. Until they acknowledge, it publishes
+  nothing and tries again.
 - A stream is capped (`REDIS_STREAM_MAXLEN`, approximate). A relay further
   behind than the cap (stopped for a long time while orders went on) finds its
   position trimmed away: those transitions can no longer be published. It logs
@@ -57,6 +62,7 @@ from redis.exceptions import LockError, RedisError
 from orders_contract.events import POSITION_HEADER, encode_status_changed
 from orders_contract.models import Order
 from orders_kafka.clients import ensure_topics, new_producer, record_headers, stop_bounded
+from orders_readmodel.batching import NotReplicated
 from orders_readmodel.store import OrderStore
 from orders_readmodel.stream import Update, position_key
 from orders_runtime.backoff import Backoff
@@ -200,6 +206,8 @@ class _ShardRelay:
         self._stream = store.stream(shard)
         self._metrics = metrics
         self._lag_ms = settings.processor_commit_lag_ms
+        self._wait = store.wait
+        self._unreplicated_logged = 0.0
         self._partitions: list[int] | None = None
         """The partitions this relay writes, chosen per order; None with one shard (by key)."""
         self._stalled_logged = 0.0
@@ -264,6 +272,8 @@ class _ShardRelay:
         self._metrics.stall(self.shard, False)
         if not updates:
             return position, False
+        if not await self._replicated(updates[-1].position):
+            return position, False
         topic, partitions = self._settings.kafka_status_topic, self._partitions
         await producer.begin_transaction()
         deliveries: list[asyncio.Future[object]] = []
@@ -292,6 +302,20 @@ class _ShardRelay:
         self._metrics.transactions.inc()
         self._metrics.published.inc(len(deliveries))
         return updates[-1].position, len(updates) == BATCH
+
+    async def _replicated(self, position: str) -> bool:
+        """Whether the replicas hold every entry up to `position` (True at once without
+        REDIS_WAIT_REPLICAS); a refusal is logged once a minute."""
+        if self._wait is None:
+            return True
+        try:
+            await self._stream.confirm_replicated(position, self._wait)
+        except NotReplicated as refused:
+            if time.monotonic() - self._unreplicated_logged > 60:
+                self._unreplicated_logged = time.monotonic()
+                log.warning("%s: %s; publishing after it once replicas have it", self.name, refused)
+            return False
+        return True
 
     async def _lost_track(self, position: str) -> str | None:
         """`position` is not in the stream: trimmed away (the oldest entry left is the next to
