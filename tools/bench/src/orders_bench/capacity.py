@@ -110,7 +110,7 @@ def _kept_up(result: Mapping[str, Any], rate: float) -> bool:
     anywhere: the last third of the orders, by when they were sent, took no longer from their
     send to COMPLETED than the first third (within 1.5x + 20 ms)."""
     e2e = result.get("e2e") or {}
-    thirds = e2e.get("from_send_p50_thirds_ms")
+    thirds: list[float] = e2e.get("from_send_p50_thirds_ms") or []
     growing = bool(thirds) and thirds[1] > 1.5 * thirds[0] + 20
     return (
         not growing
@@ -143,6 +143,8 @@ def _spec(stack: Stack, infra: Infra, rate: float, duration: float, e2e_grace: f
         body=ORDER_JSON,
         feed="sse",
         redis_url=infra.redis_url,
+        redis_shards=int(infra.redis_env.get("REDIS_SHARDS", "1")),
+        redis_cluster=infra.redis_cluster,
         query_url=stack.query_url,
         e2e_grace=e2e_grace,
     )

@@ -49,6 +49,9 @@ class LoadSpec:
     redis_url: str = ""
     key_prefix: str = ""
     """The read model's REDIS_KEY_PREFIX: the redis feed reads its update stream."""
+    redis_shards: int = 1
+    """REDIS_SHARDS: the redis feed follows every shard's stream."""
+    redis_cluster: bool = False
     query_url: str = ""
     completed_status: str = "COMPLETED"
     e2e_grace: float = 5.0
@@ -111,7 +114,12 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
     feed_task: asyncio.Task[None] | None = None
     if spec.feed is not None:
         feed = make_feed(
-            spec.feed, redis_url=spec.redis_url, key_prefix=spec.key_prefix, query_url=spec.query_url
+            spec.feed,
+            redis_url=spec.redis_url,
+            key_prefix=spec.key_prefix,
+            query_url=spec.query_url,
+            redis_shards=spec.redis_shards,
+            redis_cluster=spec.redis_cluster,
         )
         ready = asyncio.Event()
         feed_task = asyncio.create_task(feed.run(run.on_update, ready))
