@@ -188,6 +188,10 @@ bench-tools: ## Install wrk and redis-benchmark (Debian's wrk, redis-tools) if m
 bench: deps bench-tools $(JAEGER) $(HYDRA) ## Benchmark the whole pipeline against the machine's ceilings (ARGS=--quick: under 2 min); report in .reports/bench
 	$(BIN)/python -m orders_bench $(ARGS)
 
+.PHONY: bench-cluster
+bench-cluster: deps ## Only the capacity phase: CPU per order on the single-node stack and the cluster profile, and the capacity model (about 4 min; ARGS=--quick: shorter)
+	$(BIN)/python -m orders_bench --capacity-only $(ARGS)
+
 .PHONY: bench-quick
 bench-quick: ## make bench ARGS=--quick
 	$(MAKE) bench ARGS="--quick $(ARGS)"

@@ -100,3 +100,33 @@ async def test_the_redis_feed_emits_each_transition_after_it_is_ready(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert seen == [(order.order_id, "PLACED"), (order.order_id, "PROCESSING"), (order.order_id, "COMPLETED")]
+
+
+@pytest.mark.redis
+async def test_the_redis_feed_follows_every_shards_stream(
+    infra: Infra, store: OrderStore, new_order: Callable[..., Order]
+) -> None:
+    sharded = OrderStore(store.redis, Keys(store.keys.prefix + "sharded:", 3))
+    orders = [new_order() for _ in range(12)]
+    assert len({sharded.keys.shard_of(o.order_id) for o in orders}) > 1
+    feed = make_feed(
+        "redis", redis_url=infra.redis_url, key_prefix=sharded.keys.prefix, query_url="", redis_shards=3
+    )
+    seen: set[str] = set()
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        feed.run(lambda oid, status: seen.add(oid) if status == "COMPLETED" else None, ready)
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        for order in orders:
+            await sharded.create(order)
+            await sharded.transition(order.order_id, S.PROCESSING)
+            await sharded.transition(order.order_id, S.COMPLETED)
+        async with asyncio.timeout(10):
+            while len(seen) < len(orders):
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert seen == {o.order_id for o in orders}

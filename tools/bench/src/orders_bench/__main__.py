@@ -38,6 +38,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quick", action="store_true", help="fewer and shorter steps (under 2 minutes)")
     parser.add_argument(
+        "--cluster",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the capacity phase: CPU per order on the single-node stack and on the cluster profile, "
+        "and the capacity model (default: in the full run, not with --quick)",
+    )
+    parser.add_argument(
+        "--capacity-only",
+        action="store_true",
+        help="only the capacity phase, on both profiles (make bench-cluster)",
+    )
+    parser.add_argument(
+        "--capacity-rate", type=int, default=None, help="orders a second of the capacity phase (default 200)"
+    )
+    parser.add_argument(
+        "--capacity-profiles",
+        default="single,cluster",
+        help="which profiles the capacity phase runs, comma-separated (default: single,cluster)",
+    )
+    parser.add_argument(
         "--feed",
         choices=FEEDS,
         default=env("BENCH_FEED", "redis"),
@@ -79,7 +99,9 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     if args.api_url and not (args.query_url and args.redis_url):
         sys.exit("--api-url needs --query-url and --redis-url too")
-    missing = check_tools()
+    if args.api_url and args.capacity_only:
+        sys.exit("--capacity-only starts stacks of its own: it takes no --api-url")
+    missing = check_tools(java_only=args.capacity_only)
     if missing:
         sys.exit("make bench needs: " + ", ".join(missing) + " (make bench-tools installs them when root)")
     signal.signal(signal.SIGINT, _interrupt)
@@ -94,6 +116,10 @@ def main() -> None:
         redis_url=args.redis_url,
         kafka_bootstrap=args.kafka_bootstrap,
         key_prefix=args.key_prefix,
+        cluster=args.cluster,
+        capacity_only=args.capacity_only,
+        capacity_rate=args.capacity_rate,
+        capacity_profiles=tuple(p.strip() for p in args.capacity_profiles.split(",") if p.strip()),
     )
     try:
         with progress_bar() as progress:
@@ -108,7 +134,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "report.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
-    charts = write_charts(report, args.out)
+    charts = write_charts(report, args.out) if meta["mode"] != "capacity" else []
     for table in summary_tables(report):
         console.print(table)
     if results.get("errors"):

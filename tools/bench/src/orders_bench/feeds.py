@@ -9,11 +9,12 @@ service's live feed (`GET /api/orders/events`) with the stack's SSE parser
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import aiohttp
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from orders_contract.keys import Keys
 from orders_readmodel.stream import UpdateStream
@@ -47,25 +48,41 @@ class Feed(Protocol):
 
 
 class RedisStreamFeed:
-    """The update stream of the read model under `key_prefix`, from its newest entry on."""
+    """The update streams of the read model under `key_prefix`, from their newest entries on:
+    every shard's (`shards`, REDIS_SHARDS), each on a client of its own (XREAD blocks it); a
+    Redis Cluster's (`cluster`) through redis-py's cluster client, seeded by `redis_url`."""
 
-    def __init__(self, redis_url: str, key_prefix: str, batch: int = 1000) -> None:
+    def __init__(
+        self, redis_url: str, key_prefix: str, batch: int = 1000, shards: int = 1, cluster: bool = False
+    ) -> None:
         self.redis_url = redis_url
         self.key_prefix = key_prefix
         self.batch = batch
+        self.shards = shards
+        self.cluster = cluster
+
+    def _client(self) -> Redis:
+        if self.cluster:
+            return cast(Redis, RedisCluster.from_url(self.redis_url, decode_responses=True))
+        return Redis.from_url(self.redis_url, decode_responses=True)
 
     async def run(self, emit: Emit, ready: asyncio.Event) -> None:
-        redis = Redis.from_url(self.redis_url, decode_responses=True)
+        keys = Keys(self.key_prefix, self.shards)
+        clients = [self._client() for _ in range(self.shards)]
         try:
-            stream = UpdateStream(redis, Keys(self.key_prefix))
-            last = await stream.head()
+            streams = [UpdateStream(client, keys, shard) for shard, client in enumerate(clients)]
+            heads = [await stream.head() for stream in streams]
             ready.set()
-            while True:
-                for update in await stream.wait_updates(last, self.batch, 500):
-                    last = update.position
-                    emit(update.order_id, update.status)
+            await asyncio.gather(*(self._follow(s, h, emit) for s, h in zip(streams, heads, strict=True)))
         finally:
-            await redis.aclose()
+            for client in clients:
+                await client.aclose()
+
+    async def _follow(self, stream: UpdateStream, last: str, emit: Emit) -> None:
+        while True:
+            for update in await stream.wait_updates(last, self.batch, 500):
+                last = update.position
+                emit(update.order_id, update.status)
 
 
 class SseFeed:
@@ -108,7 +125,15 @@ def _emit_sse(emit: Emit, payload: str) -> None:
             emit(order_id, status)
 
 
-def make_feed(kind: FeedKind, *, redis_url: str, key_prefix: str, query_url: str) -> Feed:
+def make_feed(
+    kind: FeedKind,
+    *,
+    redis_url: str,
+    key_prefix: str,
+    query_url: str,
+    redis_shards: int = 1,
+    redis_cluster: bool = False,
+) -> Feed:
     if kind == "redis":
-        return RedisStreamFeed(redis_url, key_prefix)
+        return RedisStreamFeed(redis_url, key_prefix, shards=redis_shards, cluster=redis_cluster)
     return SseFeed(query_url.rstrip("/") + "/api/orders/events?status=COMPLETED")

@@ -49,6 +49,9 @@ class LoadSpec:
     redis_url: str = ""
     key_prefix: str = ""
     """The read model's REDIS_KEY_PREFIX: the redis feed reads its update stream."""
+    redis_shards: int = 1
+    """REDIS_SHARDS: the redis feed follows every shard's stream."""
+    redis_cluster: bool = False
     query_url: str = ""
     completed_status: str = "COMPLETED"
     e2e_grace: float = 5.0
@@ -65,6 +68,8 @@ class _Run:
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     acked: dict[str, float] = field(default_factory=dict)
+    due: dict[str, float] = field(default_factory=dict)
+    """When each acknowledged order's request was due (its scheduled send)."""
     seen: dict[str, float] = field(default_factory=dict)
     ok: int = 0
     last_ok: float = 0.0
@@ -96,7 +101,9 @@ async def _one(run: _Run, session: aiohttp.ClientSession, due: float, e2e: bool)
         run.latencies.append(end - due)
         if e2e or len(run.acked) < spec.keep_ids:
             try:
-                run.acked[orjson.loads(payload)["data"]["orderId"]] = end
+                order_id = orjson.loads(payload)["data"]["orderId"]
+                run.acked[order_id] = end
+                run.due[order_id] = due
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 run.errors["bad answer"] += 1
 
@@ -107,7 +114,12 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
     feed_task: asyncio.Task[None] | None = None
     if spec.feed is not None:
         feed = make_feed(
-            spec.feed, redis_url=spec.redis_url, key_prefix=spec.key_prefix, query_url=spec.query_url
+            spec.feed,
+            redis_url=spec.redis_url,
+            key_prefix=spec.key_prefix,
+            query_url=spec.query_url,
+            redis_shards=spec.redis_shards,
+            redis_cluster=spec.redis_cluster,
         )
         ready = asyncio.Event()
         feed_task = asyncio.create_task(feed.run(run.on_update, ready))
@@ -195,8 +207,14 @@ async def _stop(task: "asyncio.Task[None]", tries: int = 20) -> None:
 
 
 def _e2e(run: _Run, start: float, duration: float) -> dict[str, Any]:
-    """Ack-to-COMPLETED times, how many never showed, and whether a backlog grew."""
+    """Ack-to-COMPLETED times (and scheduled-send-to-COMPLETED ones), how many never showed,
+    and whether a backlog grew."""
     pairs = sorted((ack, run.seen[oid]) for oid, ack in run.acked.items() if oid in run.seen)
+    sent_seen = sorted(
+        (run.due[oid], run.seen[oid]) for oid in run.acked if oid in run.seen and oid in run.due
+    )
+    from_due = [seen - due for due, seen in sent_seen]
+    n = len(from_due) // 3
     before_ack = sum(1 for ack, seen in pairs if seen < ack)
     times = [max(0.0, seen - ack) for ack, seen in pairs]
     missing = len(run.acked) - len(pairs)
@@ -212,6 +230,13 @@ def _e2e(run: _Run, start: float, duration: float) -> dict[str, Any]:
         "missing": missing,
         "completed_before_ack_seen": before_ack,
         "latency_ms": summarize(times),
+        "from_send_due_ms": summarize(from_due),
+        # The same by when each was sent: a backlog anywhere (the api's too) makes the last third wait longer.
+        "from_send_p50_thirds_ms": [
+            round(percentile(part, 50) * 1000, 3) for part in (from_due[:n], from_due[-n:])
+        ]
+        if n
+        else None,
         "completion_rate": round(len(pairs) / max(duration, last_seen - start), 1) if pairs else 0.0,
         "p50_first_third_ms": round(early, 3) if early is not None else None,
         "p50_last_third_ms": round(late, 3) if late is not None else None,

@@ -93,13 +93,16 @@ class Target:
         return int(tail) if tail.isdigit() else None
 
 
-def check_tools() -> list[str]:
-    """What the bench needs on the machine and lacks, each with how to get it."""
+def check_tools(java_only: bool = False) -> list[str]:
+    """What the bench needs on the machine and lacks, each with how to get it (the capacity
+    phase alone: Java, for Kafka)."""
     needs = {
         "wrk": "apt-get install wrk",
         "redis-benchmark": "apt-get install redis-tools",
         "java": "apt-get install openjdk-17-jre-headless",
     }
+    if java_only:
+        needs = {"java": needs["java"]}
     return [f"{tool} ({hint})" for tool, hint in needs.items() if shutil.which(tool) is None]
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 from rich.table import Table
 
+from .capmodel import capacity_tables
 from .stats import ratio
 
 __all__ = ["Figure", "Target", "build_report", "summary_tables", "write_charts"]
@@ -95,7 +96,8 @@ def build_report(results: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[st
         "meta": dict(meta),
         "figures": figures,
         "targets": _targets(results, figures, curve0, curve200, drain),
-        "results": dict(results),
+        "capacity": results.get("capacity"),
+        "results": {k: v for k, v in results.items() if k != "capacity"},
     }
 
 
@@ -295,6 +297,13 @@ def _fmt(value: float | None) -> str:
 
 
 def summary_tables(report: Mapping[str, Any]) -> list[Table]:
+    capacity = capacity_tables(report["capacity"]) if report.get("capacity") else []
+    if report["meta"].get("mode") == "capacity":
+        return capacity
+    return [*_main_tables(report), *capacity]
+
+
+def _main_tables(report: Mapping[str, Any]) -> list[Table]:
     figures = Table(title="Figures (ratio = value / ceiling, same run, same machine)")
     for column in ("figure", "value", "unit", "ceiling", "ratio"):
         figures.add_column(column, justify="right" if column in ("value", "ratio") else "left")

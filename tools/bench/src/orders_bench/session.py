@@ -17,8 +17,9 @@ from rich.progress import Progress
 from orders_stack import Infra, Stack
 from orders_stack.stack import ROOT
 
+from .capacity import PROFILES, CapacityPlan, run_capacity
 from .feeds import FeedKind
-from .plan import Plan, Target
+from .plan import Plan, Steps, Target
 from .runner import Bench, Results
 
 __all__ = ["Options", "run_bench"]
@@ -35,6 +36,19 @@ class Options:
     redis_url: str = ""
     kafka_bootstrap: str = ""
     key_prefix: str = ""
+    cluster: bool | None = None
+    """The capacity phase on both profiles (single node, cluster): None, in the full run only."""
+    capacity_only: bool = False
+    """Only the capacity phase (`make bench-cluster`)."""
+    capacity_rate: int | None = None
+    """Orders a second of the capacity phase (None: CapacityPlan's)."""
+    capacity_profiles: tuple[str, ...] = ("single", "cluster")
+
+    @property
+    def capacity(self) -> bool:
+        if self.api_url:
+            return False  # it starts stacks of its own; a stack given by URLs has none to start
+        return self.capacity_only or (self.cluster if self.cluster is not None else not self.quick)
 
 
 def run_bench(options: Options, progress: Progress) -> tuple[Results, dict[str, Any]]:
@@ -43,7 +57,8 @@ def run_bench(options: Options, progress: Progress) -> tuple[Results, dict[str, 
     plan = Plan.make(options.quick, api_workers)
     logs = options.data_dir / "logs"
     meta: dict[str, Any] = {
-        "mode": "quick" if options.quick else "full",
+        "mode": "capacity" if options.capacity_only else ("quick" if options.quick else "full"),
+        "speed": "quick" if options.quick else "full",
         "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -54,6 +69,30 @@ def run_bench(options: Options, progress: Progress) -> tuple[Results, dict[str, 
         "git_commit": _git_commit(),
     }
     t0 = time.monotonic()
+    results: Results = {"errors": []}
+    if not options.capacity_only:
+        results = _main_phases(options, progress, meta, plan, logs)
+    if options.capacity:
+        capacity = CapacityPlan.make(options.quick, options.capacity_rate)
+        meta["capacity_plan"] = asdict(capacity)
+        names = tuple(name for name in options.capacity_profiles if name in PROFILES)
+        steps = Steps(progress, 3 * len(names))
+        results["capacity"] = run_capacity(capacity, options.data_dir, steps, names)
+        results["errors"] += [
+            f"capacity, {name}: {run['error']}"
+            for name, run in results["capacity"]["profiles"].items()
+            if "error" in run
+        ]
+    meta["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    meta["duration_s"] = round(time.monotonic() - t0, 1)
+    meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results, meta
+
+
+def _main_phases(
+    options: Options, progress: Progress, meta: dict[str, Any], plan: Plan, logs: Path
+) -> Results:
+    """Every phase but capacity, on the stack started here (or given by URLs)."""
     with contextlib.ExitStack() as cleanup:
         if options.api_url:
             target = Target(
@@ -95,11 +134,7 @@ def run_bench(options: Options, progress: Progress) -> tuple[Results, dict[str, 
                 processor_delay_ms=0,
             )
             meta["stack"] = "started by the bench (orders_stack), logs in " + str(logs)
-        results = Bench(plan, target, options.feed, options.out, logs).run(progress)
-    meta["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
-    meta["duration_s"] = round(time.monotonic() - t0, 1)
-    meta["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    return results, meta
+        return Bench(plan, target, options.feed, options.out, logs).run(progress)
 
 
 def _git_commit() -> str | None:
