@@ -95,6 +95,28 @@ async def test_the_relay_publishes_only_what_the_replica_holds(
         async with Redis(port=replica, decode_responses=True) as r:
             assert await r.xlen(keys.updates(0)) == 20, "every entry read is on the replica"
             assert await r.get(keys.relay_replicated(0)) == updates[-1].position
+            with pytest.raises(NotReplicated, match="no longer holds"):
+                await stream.confirm_replicated("1-1", Wait(1, 5000))  # not an entry of this stream
             await r.replicaof("NO", "ONE")  # no replica left to acknowledge
             with pytest.raises(NotReplicated):
                 await stream.confirm_replicated(updates[-1].position, Wait(1, 200))
+
+
+async def test_a_refused_confirming_write_confirms_nothing(
+    redis_client: Redis, test_env: dict[str, str], replica: int, new_order: Callable[..., Order]
+) -> None:
+    """WAIT counts the connection's last write that went through: were the marker's SET refused
+    (a master that wants more replicas than it has), WAIT would answer for an older one."""
+    await _linked(replica)
+    keys = Keys(test_env["REDIS_KEY_PREFIX"])
+    assert (await OrderStore(redis_client, keys).create(new_order())).created
+    stream = OrderStore(redis_client, keys).stream()
+    updates = await stream.updates_after("0-0")
+    assert updates
+    await stream.confirm_replicated(updates[-1].position, Wait(1, 5000))  # it can pass
+    await redis_client.config_set("min-replicas-to-write", 2)
+    try:
+        with pytest.raises(NotReplicated, match="refused"):
+            await stream.confirm_replicated(updates[-1].position, Wait(1, 5000))
+    finally:
+        await redis_client.config_set("min-replicas-to-write", 0)

@@ -18,21 +18,27 @@ import itertools
 from dataclasses import dataclass, field
 from functools import cache
 
-__all__ = ["SLOTS", "Keys", "key_slot", "shard_of", "shard_tags"]
+__all__ = ["SLOTS", "Keys", "hash_tag", "key_slot", "shard_of", "shard_tags"]
 
 SLOTS = 16384
 """Redis Cluster's hash slots."""
 
 
-def key_slot(key: str) -> int:
-    """The Redis Cluster slot of `key`: CRC16 (XMODEM, as binascii.crc_hqx computes it) of
-    its hash tag (the text inside its first non-empty `{...}`), else of the whole key."""
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes of `key`: its hash tag (the text inside its first `{` and
+    the first `}` after it, when not empty), else the whole key."""
     start = key.find("{")
     if start >= 0:
         end = key.find("}", start + 1)
         if end > start + 1:
-            key = key[start + 1 : end]
-    return binascii.crc_hqx(key.encode(), 0) % SLOTS
+            return key[start + 1 : end]
+    return key
+
+
+def key_slot(key: str) -> int:
+    """The Redis Cluster slot of `key`: CRC16 (XMODEM, as binascii.crc_hqx computes it) of
+    its hash tag."""
+    return binascii.crc_hqx(hash_tag(key).encode(), 0) % SLOTS
 
 
 @cache

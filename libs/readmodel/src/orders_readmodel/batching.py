@@ -19,10 +19,11 @@ that a function is not found (it restarted empty, or FUNCTION FLUSH), it
 loads the library once (FUNCTION LOAD REPLACE) and sends those calls again.
 
 With `wait` (REDIS_WAIT_REPLICAS, set on a Redis Cluster whose masters have replicas), a
-pipeline that carries function calls (writes) ends with `WAIT <replicas> <timeout>` on each
-node it wrote to, on the same connection as those writes (redis-py's cluster pipeline sends
-one node's commands on one connection, in order): a caller's write is answered only once
-that many replicas have it, so a failover does not take back a write that a caller has
+pipeline's function calls (writes) are confirmed on the replicas before their callers get
+an answer: on one Redis by `WAIT <replicas> <timeout>` closing the pipeline, on its one
+connection; on a cluster, after the pipeline, on each node that now holds the written
+slots, by a marker write and WAIT of their own (replication.py says why): a caller's write
+is answered only once that many replicas have it, so a failover does not take back a write that a caller has
 acted on (a processor's commit, an idempotency claim, a 503's abandoned mark). Fewer
 replicas in time fail those calls with `NotReplicated` (a NOREPLICAS refusal: retried, or
 503); the write may still be on the master, and the functions are idempotent.
@@ -30,7 +31,6 @@ replicas in time fail those calls with `NotReplicated` (a NOREPLICAS refusal: re
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -40,25 +40,15 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-__all__ = ["NotReplicated", "ScriptBatcher", "Wait", "pack_with_hiredis", "write_replicated"]
+from .replication import MARKER_TTL_MS, NotReplicated, Wait, confirm_on_node, marker_for, refusal
+
+__all__ = ["NotReplicated", "ScriptBatcher", "Wait", "pack_with_hiredis"]
 
 _LOST = (OSError, RuntimeError, asyncio.IncompleteReadError)
 """What a connection torn down under a command raises besides redis-py's own errors."""
 
 _Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 """A command's words and the future of its caller."""
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Writes count once `replicas` replicas have them, waited for `timeout_ms` at most."""
-
-    replicas: int
-    timeout_ms: int
-
-
-class NotReplicated(ResponseError):
-    """A write that fewer replicas than asked acknowledged in time (WAIT): a NOREPLICAS refusal."""
 
 
 class ScriptBatcher:
@@ -157,62 +147,53 @@ class ScriptBatcher:
             results[i] = result
 
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        wait, writes = self._wait, _writes(batch)
+        cluster = isinstance(self._redis, RedisCluster)
+        # One Redis: WAIT closes the pipeline, on its one connection (a retry sends it all again).
+        wait_in_pipeline = wait is not None and writes and not cluster
         async with self._redis.pipeline(transaction=False) as pipe:
             for words, _ in batch:
                 pipe.execute_command(*words)
-            waits = self._waits(pipe, batch) if self._wait is not None else []
+            if wait_in_pipeline and wait is not None:
+                pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
             results = list(await pipe.execute(raise_on_error=False))
-        if waits and self._wait is not None:
-            wanted = self._wait
-            for writes, reached in zip(waits, results[len(batch) :], strict=True):
-                if (failure := _refusal(reached, wanted)) is not None:
-                    for i in writes:
-                        if not isinstance(results[i], Exception):
-                            results[i] = failure
-            del results[len(batch) :]
+        if wait is None or not writes:
+            return results
+        if not cluster:
+            if (failure := refusal(results.pop(), wait)) is not None:
+                _fail(results, writes, failure)
+        else:
+            await self._confirm_on_nodes(batch, results, wait)
         return results
 
-    def _waits(self, pipe: Any, batch: list[_Call]) -> list[list[int]]:
-        """Queue a WAIT after the writes (FCALLs) of `batch` on each node they go to; for each
-        WAIT, in order, the indexes in `batch` of the writes it covers."""
-        assert self._wait is not None
-        writes: dict[str, list[int]] = {}
-        nodes: dict[str, Any] = {}
-        cluster = isinstance(self._redis, RedisCluster)
-        for i, (words, _) in enumerate(batch):
-            if words[0] != "FCALL" or not int(words[2]):
+    async def _confirm_on_nodes(self, batch: list[_Call], results: list[Any], wait: Wait) -> None:
+        """A Redis Cluster: confirm each node's writes of `batch` after the pipeline, on the
+        node that holds their slot now (after any redirection), by a marker of its own there
+        (replication.py: the cluster pipeline's retries would send a queued WAIT elsewhere)."""
+        nodes: dict[str, tuple[str, list[int]]] = {}
+        for i in _writes(batch):
+            if isinstance(results[i], Exception):
                 continue
-            node = self._redis.get_node_from_key(words[3]) if cluster else None  # type: ignore[attr-defined]
-            name = node.name if node is not None else ""
-            nodes[name] = node
-            writes.setdefault(name, []).append(i)
-        for name in writes:
-            target = {"target_nodes": nodes[name]} if cluster else {}
-            pipe.execute_command("WAIT", self._wait.replicas, self._wait.timeout_ms, **target)
-        return list(writes.values())
+            key = str(batch[i][0][3])
+            node = self._redis.get_node_from_key(key)  # type: ignore[attr-defined]
+            nodes.setdefault(node.name, (marker_for(key), []))[1].append(i)
+        for marker, writes in nodes.values():
+            try:
+                await confirm_on_node(self._redis, marker, "1", wait, ttl_ms=MARKER_TTL_MS)
+            except Exception as exc:  # noqa: BLE001 - those writes' callers get it, and retry
+                _fail(results, writes, exc if isinstance(exc, NotReplicated) else _failure(exc))
 
 
-async def write_replicated(redis: "Redis | RedisCluster", key: str, value: str, wait: Wait) -> None:
-    """SET `key` to `value`, then WAIT until `wait.replicas` replicas have it: raises
-    NotReplicated if they do not in `wait.timeout_ms`. A master sends its writes to its
-    replicas in the order it ran them, so this also confirms every write its node ran
-    before, whoever made it (WAIT alone counts only its own connection's writes)."""
-    target = {"target_nodes": redis.get_node_from_key(key)} if isinstance(redis, RedisCluster) else {}
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.set(key, value)
-        pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms, **target)
-        _, reached = await pipe.execute(raise_on_error=False)
-    if (failure := _refusal(reached, wait)) is not None:
-        raise failure
+def _writes(batch: list[_Call]) -> list[int]:
+    """The indexes in `batch` of its writes: function calls with keys."""
+    return [i for i, (words, _) in enumerate(batch) if words[0] == "FCALL" and int(words[2])]
 
 
-def _refusal(reached: object, wait: Wait) -> NotReplicated | None:
-    """WAIT's answer `reached`, when it falls short of `wait`, as the refusal to report."""
-    if not isinstance(reached, Exception) and int(str(reached)) >= wait.replicas:
-        return None
-    return NotReplicated(
-        f"NOREPLICAS a write reached {reached!s} of {wait.replicas} replicas in {wait.timeout_ms} ms (WAIT)"
-    )
+def _fail(results: list[Any], writes: list[int], failure: Exception) -> None:
+    """Those `writes` that succeeded fail with `failure` (not confirmed on the replicas)."""
+    for i in writes:
+        if not isinstance(results[i], Exception):
+            results[i] = failure
 
 
 def _failure(exc: Exception) -> Exception:

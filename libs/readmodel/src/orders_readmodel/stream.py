@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from orders_contract.keys import Keys
 from orders_contract.models import HistoryEntry, Order, OrderStatus, order_json
 
-from .batching import Wait, write_replicated
+from .replication import Wait, confirm_on_node
 
 __all__ = [
     "START",
@@ -233,7 +233,8 @@ class UpdateStream:
         """Every entry up to `position`, read before this call, is on `wait.replicas` replicas
         of the shard's node, so a failover keeps it (raises NotReplicated when they do not
         acknowledge in time). The status relay asks before it publishes what it read."""
-        await write_replicated(self.redis, self.keys.relay_replicated(self.shard), position, wait)
+        marker = self.keys.relay_replicated(self.shard)
+        await confirm_on_node(self.redis, marker, position, wait, holds=(self.name, position))
 
     async def clock_ms(self) -> int:
         """Redis's clock, in ms since the epoch: the clock the stream's positions are written by."""

@@ -105,6 +105,10 @@ class RelayMetrics:
         self.stalled = service.gauge(
             "relay_stalled", "Shards whose update stream is behind the position the topic holds."
         )
+        self.unreplicated = service.gauge(
+            "relay_unreplicated",
+            "Shards whose next entries wait for their replicas to acknowledge them (REDIS_WAIT_REPLICAS).",
+        )
         self._all = (
             self.published,
             self.transactions,
@@ -113,9 +117,11 @@ class RelayMetrics:
             self.leader,
             self.shard_leader,
             self.stalled,
+            self.unreplicated,
         )
         self._leading: set[int] = set()
         self._stalled: set[int] = set()
+        self._unreplicated: set[int] = set()
 
     @property
     def leading(self) -> frozenset[int]:
@@ -132,6 +138,11 @@ class RelayMetrics:
         """Shard `shard`'s stream found behind the topic's position (True), or not (False)."""
         _mark(self._stalled, shard, stalled)
         self.stalled.set(len(self._stalled))
+
+    def wait_replicas(self, shard: int, waiting: bool) -> None:
+        """Shard `shard`'s entries not confirmed on the replicas (True), or confirmed (False)."""
+        _mark(self._unreplicated, shard, waiting)
+        self.unreplicated.set(len(self._unreplicated))
 
     def collectors(self) -> tuple[Counter | Gauge, ...]:
         return self._all

@@ -305,16 +305,19 @@ class _ShardRelay:
 
     async def _replicated(self, position: str) -> bool:
         """Whether the replicas hold every entry up to `position` (True at once without
-        REDIS_WAIT_REPLICAS); a refusal is logged once a minute."""
+        REDIS_WAIT_REPLICAS); a refusal is logged once a minute and shown by
+        `processor_relay_unreplicated`."""
         if self._wait is None:
             return True
         try:
             await self._stream.confirm_replicated(position, self._wait)
         except NotReplicated as refused:
+            self._metrics.wait_replicas(self.shard, True)
             if time.monotonic() - self._unreplicated_logged > 60:
                 self._unreplicated_logged = time.monotonic()
                 log.warning("%s: %s; publishing after it once replicas have it", self.name, refused)
             return False
+        self._metrics.wait_replicas(self.shard, False)
         return True
 
     async def _lost_track(self, position: str) -> str | None:
