@@ -223,11 +223,11 @@ TEST_ENV = COMPOSE_SPEC=$(CURDIR)/$(COMPOSE_SPEC) HELM=$(CURDIR)/$(HELM) KUBECHE
 .PHONY: test
 test: test-packages deps tools lint ## Lint, then every test: unit, integration, e2e (browser too) on real Kafka and Redis; then the e2e suite again on the cluster profile (test-cluster)
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
-	$(TEST_ENV) TEST_PROFILE=cluster $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+	$(TEST_ENV) TEST_PROFILE=cluster $(BIN)/pytest $(or $(CLUSTER_PYTEST_ARGS),tests/e2e)
 
 .PHONY: test-cluster
 test-cluster: test-packages deps tools ## Only the e2e suite on the cluster profile: three Kafka brokers, a Redis Cluster of six, three processors, two query instances
-	$(TEST_ENV) TEST_PROFILE=cluster $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+	$(TEST_ENV) TEST_PROFILE=cluster $(BIN)/pytest $(or $(CLUSTER_PYTEST_ARGS),tests/e2e)
 
 .PHONY: test-unit
 test-unit: install ## Only the tests that need no Kafka, Redis or linters
