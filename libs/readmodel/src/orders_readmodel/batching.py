@@ -176,12 +176,21 @@ class ScriptBatcher:
                 continue
             key = str(batch[i][0][3])
             node = self._redis.get_node_from_key(key)  # type: ignore[attr-defined]
-            nodes.setdefault(node.name, (marker_for(key), []))[1].append(i)
-        for marker, writes in nodes.values():
-            try:
-                await confirm_on_node(self._redis, marker, "1", wait, ttl_ms=MARKER_TTL_MS)
-            except Exception as exc:  # noqa: BLE001 - those writes' callers get it, and retry
-                _fail(results, writes, exc if isinstance(exc, NotReplicated) else _failure(exc))
+            name = node.name if node is not None else key  # no owner known: its own confirmation, which fails
+            nodes.setdefault(name, (marker_for(key), []))[1].append(i)
+        # The nodes' confirmations wait for their replicas side by side, not one after another.
+        confirmed = await asyncio.gather(
+            *(
+                confirm_on_node(self._redis, marker, "1", wait, ttl_ms=MARKER_TTL_MS)
+                for marker, _ in nodes.values()
+            ),
+            return_exceptions=True,
+        )
+        for (_, writes), outcome in zip(nodes.values(), confirmed, strict=True):
+            if isinstance(outcome, Exception):  # those writes' callers get it, and retry
+                _fail(results, writes, outcome if isinstance(outcome, NotReplicated) else _failure(outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome
 
 
 def _writes(batch: list[_Call]) -> list[int]:
